@@ -1,0 +1,244 @@
+"""The ``ftx`` command line. Importing this module must never import torch or transformers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import FtxError
+
+CORE_COMMANDS = ("run", "validate", "plugins")
+
+
+def _manager() -> Any:
+    from .plugins import make_plugin_manager
+
+    return make_plugin_manager()
+
+
+class FtxGroup(click.Group):
+    """Adds the sub-commands plugins register; each is imported only when invoked."""
+
+    def _plugin_commands(self) -> dict[str, Any]:
+        try:
+            manager = _manager()
+        except Exception:  # noqa: BLE001 - a broken environment must not hide the core commands
+            return {}
+        return {r.spec.name: r for r in manager.registry.all("command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n in self._plugin_commands() if n not in names)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        found = self._plugin_commands().get(cmd_name)
+        if found is None:
+            return None
+        return _LazyCommand(found.spec)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        plugin = self._plugin_commands()
+        for name in self.list_commands(ctx):
+            cmd = super().get_command(ctx, name)
+            help_text = cmd.get_short_help_str(70) if cmd is not None else plugin[name].spec.summary
+            rows.append((name, help_text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _LazyCommand(click.Command):
+    """A plugin command whose factory is imported only when it runs."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec.name, help=spec.summary, add_help_option=False, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        self.spec = spec
+
+    def invoke(self, ctx: click.Context) -> Any:
+        real = self.spec.load_factory()()
+        return real.main(args=ctx.args, prog_name=f"ftx {self.spec.name}", standalone_mode=False)
+
+
+def _fail(exc: FtxError) -> None:
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(str(exc), err=True)
+    sys.exit(exc.exit_code)
+
+
+def _version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = [f"ftx {__version__}"]
+    try:
+        lines.append(f"ftx-hookspecs {version('ftx-hookspecs')}")
+    except PackageNotFoundError:
+        pass
+    manager = _manager()
+    for info in sorted(manager.plugins.values(), key=lambda i: i.name):
+        if not info.builtin:
+            lines.append(f"  plugin {info.name}: {info.distribution} {info.version}")
+    for broken in manager.registry.broken:
+        lines.append(f"  plugin {broken.name}: BROKEN ({broken.error_line})")
+    return "\n".join(lines)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(_version_text())
+    ctx.exit()
+
+
+@click.group(cls=FtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of ftx and its plugins.")
+def main() -> None:
+    """Fine-tune language models from one TOML recipe.
+
+    \b
+    ftx run recipes/quickstart.toml      train and evaluate, offline
+    ftx validate recipe.toml             check every key without loading a model
+    ftx plugins                          list methods, objectives, formats, evaluators
+    """
+
+
+_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.lr=1e-4."
+)
+
+
+def _load(recipe_path: Path, overrides: tuple[str, ...]) -> tuple[Any, Any]:
+    from .recipe import load_recipe
+
+    manager = _manager()
+    recipe = load_recipe(recipe_path, manager.registry, overrides)
+    manager.hook.recipe_loaded(recipe.to_dict(), recipe.path)
+    return manager, recipe
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@_set_option
+def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
+    """Check a recipe: every key, every selected component and its options; loads no model."""
+    try:
+        _, recipe = _load(recipe_path, overrides)
+    except FtxError as exc:
+        _fail(exc)
+    parts = [f"method={recipe.method.name}", f"objective={recipe.objective.name}", f"format={recipe.data_format.name}"]
+    if recipe.evaluators:
+        parts.append("evaluators=" + ",".join(e.name for e in recipe.evaluators))
+    click.echo(f"{recipe_path}: ok ({'; '.join(parts)})")
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Run folder (default: [output] dir).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in a non-empty run folder.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub when the recipe asks for it.")
+def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
+        trust_remote_code: bool) -> None:
+    """Fine-tune and evaluate as RECIPE says, writing a run folder."""
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+    try:
+        manager, recipe = _load(recipe_path, overrides)
+        from .runner import run_recipe
+
+        def echo(message: str) -> None:
+            click.echo(message, err=True)
+
+        metrics = run_recipe(recipe, manager, output=output, overwrite=overwrite, resume=resume,
+                             trust_remote_code=trust_remote_code, echo=echo)
+    except FtxError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    out = Path(output) if output else Path(recipe.output.dir)
+    click.echo(_summary(metrics, out.resolve()))
+
+
+def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    lines = ["", f"done in {metrics['train'].get('seconds', 0):.0f}s: {run_dir}"]
+    for name, after in metrics.get("after", {}).items():
+        before = metrics.get("before", {}).get(name, {})
+        for key, value in after.items():
+            was = before.get(key)
+            arrow = f"{was:.4g} -> {value:.4g}" if was is not None else f"{value:.4g}"
+            lines.append(f"  {name} {key}: {arrow}")
+    lines.append(f"  model: {run_dir / 'model'}")
+    lines.append(f"  metrics: {run_dir / 'metrics.json'}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in plugins and tracebacks of broken ones.")
+def plugins(as_json: bool, show_all: bool) -> None:
+    """List installed plugins, the components each registers, and plugins that failed to load."""
+    manager = _manager()
+    registry = manager.registry
+    by_plugin: dict[str, dict[str, list[str]]] = {}
+    for kind in registry.components:
+        for reg in registry.all(kind):
+            by_plugin.setdefault(reg.provenance.plugin, {}).setdefault(kind, []).append(reg.spec.name)
+    rows = []
+    for info in sorted(manager.plugins.values(), key=lambda i: (i.builtin, i.name)):
+        if info.builtin and not show_all:
+            continue
+        rows.append({
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "module": info.module,
+            "builtin": info.builtin,
+            "status": "ok",
+            "registers": by_plugin.get(info.name, {}),
+        })
+    for broken in registry.broken:
+        row = {"name": broken.name, "distribution": broken.distribution, "version": broken.version,
+               "status": "error", "error": broken.error, "registers": {}}
+        if show_all:
+            row["traceback"] = broken.traceback
+        rows.append(row)
+    conflicts = [{"kind": k, "name": n, "providers": [str(p) for p in provs]}
+                 for (k, n), provs in registry.conflicts.items()]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "conflicts": conflicts}, indent=2))
+        return
+    for row in rows:
+        head = f"{row['name']}  ({row['distribution']} {row['version']})"
+        if row["status"] == "error":
+            click.secho(f"{head}  FAILED TO LOAD", fg="red")
+            click.echo(f"    {row['error']}")
+            if show_all and row.get("traceback"):
+                click.echo("    " + row["traceback"].replace("\n", "\n    "))
+            continue
+        click.echo(head)
+        for kind, names in sorted(row["registers"].items()):
+            details = []
+            for name in names:
+                spec = registry.components[kind][name].spec
+                details.append(f"      {name:<16} {spec.summary}")
+            click.echo(f"    {kind}s:")
+            click.echo("\n".join(details))
+    for conflict in conflicts:
+        click.secho(f"conflict: {conflict['kind']} {conflict['name']!r} is registered by "
+                    + " and ".join(conflict["providers"]), fg="red")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,56 @@
+"""The run context handed to components and lifecycle hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .plugins import FtxPluginManager
+from .recipe import Recipe
+from .recipe.loader import validation_problems
+from .errors import RecipeError
+from .recipe.schema import TrainSection
+
+
+@dataclass
+class Run:
+    """One run: its recipe, folder, device, tokenizer and data, and the hooks to report to."""
+
+    recipe_obj: Recipe
+    run_dir: Path
+    manager: FtxPluginManager
+    device: str = "cpu"
+    tokenizer: Any = None
+    data: Any = None
+    echo_fn: Callable[[str], None] = print
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def recipe(self) -> Mapping[str, Any]:
+        return self.recipe_obj.to_dict()
+
+    @property
+    def train(self) -> TrainSection:
+        return self.recipe_obj.train
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.manager.hook.log_metrics(self, step, dict(metrics))
+
+    def checkpoint_saved(self, path: Path, step: int) -> None:
+        self.manager.hook.checkpoint_saved(self, step, path)
+
+    def build_component(self, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+        found = self.manager.registry.get(kind, name, kind)
+        opts, problems = validation_problems(found.spec.options, dict(options), f"{kind} {name}")
+        if problems:
+            raise RecipeError(problems)
+        return found.spec.build(opts)
+
+    def echo(self, message: str) -> None:
+        self.echo_fn(message)

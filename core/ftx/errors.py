@@ -1,0 +1,55 @@
+"""Exceptions the CLI turns into exit codes: 2 for a bad recipe or usage, 1 for a failed run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe: where (a dotted TOML path) and what to do."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class FtxError(Exception):
+    """Base of ftx's own errors; the message is meant for the user as it is."""
+
+    exit_code = 1
+
+
+class RecipeError(FtxError):
+    """A recipe is invalid; lists every problem found, each with its TOML path."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem | str, source: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = problems
+        self.source = source
+        head = f"invalid recipe {source}" if source else "invalid recipe"
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{head}:\n{body}")
+
+
+class ComponentNotFound(RecipeError):
+    """A recipe selects a component no installed plugin registers."""
+
+
+class RunError(FtxError):
+    """A run failed after the recipe was accepted."""
+
+    exit_code = 1
+
+
+class DataError(FtxError):
+    """The data cannot be used as the recipe says (bad rows past the threshold, a missing file, ...)."""
+
+    exit_code = 2

@@ -1,0 +1,59 @@
+"""Greedy generation for evaluators: batched, left-padded, stopping at the end-of-turn token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """EOS ids a generation stops at: the model's generation config, the tokenizer's EOS, and ``<|im_end|>``."""
+    ids: list[int] = []
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None) if config is not None else None
+    if isinstance(eos, int):
+        ids.append(eos)
+    elif eos:
+        ids.extend(eos)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    im_end = tokenizer.get_vocab().get("<|im_end|>")
+    if im_end is not None:
+        ids.append(im_end)
+    return sorted(set(ids))
+
+
+def generate_replies(
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[Message]], *, max_new_tokens: int = 64, batch_size: int = 32
+) -> list[str]:
+    """The model's greedy reply to each conversation, decoded without special tokens."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer, model)
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    replies: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in chunk]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = out[:, batch["input_ids"].shape[1] :]
+            replies.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return replies

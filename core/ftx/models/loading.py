@@ -1,0 +1,105 @@
+"""Load the recipe's tokenizer and model: built-in, local folder or hub id, with the right head and dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import RecipeError, RunError
+from ..recipe.schema import ModelSection
+from .templates import resolve_template
+
+
+def resolve_model_path(section: ModelSection, echo: Callable[[str], None] | None = None) -> str:
+    """A local folder for built-in models (built and cached on first use); hub ids and paths unchanged."""
+    if section.name.startswith("builtin:"):
+        from .tiny import ensure_builtin
+
+        return str(ensure_builtin(section.name, section.config, section.pretrain_steps, echo=echo))
+    if section.config:
+        raise RecipeError("model.config: overrides apply to built-in models only; remove the table")
+    if section.pretrain_steps:
+        raise RecipeError("model.pretrain_steps: applies to built-in models only; remove the key")
+    return section.name
+
+
+def check_remote_code(section: ModelSection, allowed_on_command_line: bool) -> None:
+    """``trust_remote_code`` needs both the recipe's key and ``--trust-remote-code`` on the command line."""
+    if section.trust_remote_code and not allowed_on_command_line:
+        raise RecipeError(
+            "model.trust_remote_code = true runs code from the model repository; "
+            "pass --trust-remote-code to `ftx run` as well to allow it"
+        )
+
+
+def load_tokenizer(section: ModelSection, model_path: str) -> Any:
+    """The tokenizer with a pad token and the chat template the recipe asks for."""
+    from transformers import AutoTokenizer
+
+    source = section.tokenizer or model_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=section.revision, trust_remote_code=section.trust_remote_code
+        )
+    except OSError as exc:
+        raise RunError(f"cannot load the tokenizer of {source!r} (model.name / model.tokenizer): {exc}") from exc
+    if section.chat_template:
+        template, end_of_turn = resolve_template(section.chat_template)
+        tokenizer.chat_template = template
+        if end_of_turn and end_of_turn not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [end_of_turn]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not getattr(tokenizer, "chat_template", None):
+        from .templates import CHATML
+
+        tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    """Map the recipe's dtype to torch's; ``auto`` is bfloat16 on a GPU that supports it, else float32."""
+    import torch
+
+    if name == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_model(
+    section: ModelSection, model_path: str, *, head: str, device: str, tokenizer: Any, extra: dict[str, Any]
+) -> Any:
+    """Load the model with the objective's head; ``extra`` comes from the method (e.g. quantization)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {
+        "revision": section.revision,
+        "trust_remote_code": section.trust_remote_code,
+        "dtype": resolve_dtype(section.dtype, device),
+    }
+    kwargs.update(extra)
+    if head == "sequence-classification":
+        cls: Any = AutoModelForSequenceClassification
+        kwargs.setdefault("num_labels", 1)
+    elif head == "causal-lm":
+        cls = AutoModelForCausalLM
+    else:
+        raise RunError(f"unknown model head {head!r} requested by the objective")
+    try:
+        model = cls.from_pretrained(model_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot load model {section.name!r}: {exc}") from exc
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if "quantization_config" not in extra and "device_map" not in extra:
+        model.to(device)
+    return model
+
+
+def is_local(path: str) -> bool:
+    """True for a folder on disk (as opposed to a hub id)."""
+    return Path(path).exists()

@@ -1,0 +1,254 @@
+"""Load a recipe: TOML → overrides → core tables → each selected component's options → paths."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import glob
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ComponentNotFound, Problem, RecipeError
+from ..registry import Registry
+from .model import Recipe, Selected
+from .schema import SYNONYMS, TOP_LEVEL, DataSection, ModelSection, OutputSection, TrainSection
+from .toml_io import TOMLDecodeError, loads, read_toml
+
+DATA_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".arrow")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into a key path and a value parsed as TOML (a bare word stays a string)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(Problem("--set", f"expected KEY=VALUE (e.g. train.lr=1e-4), got {text!r}"))
+    raw = raw.strip()
+    try:
+        value = loads(f"v = {raw}")["v"]
+    except TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b=value`` set; list items are addressed by index."""
+    result = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = result
+        for depth, key in enumerate(keys[:-1]):
+            node = _child(node, key, keys[: depth + 1])
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_index(node, last, keys)] = value
+        else:
+            node[last] = value
+    return result
+
+
+def _child(node: Any, key: str, where: list[str]) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, where)]
+    if not isinstance(node, dict):
+        raise RecipeError(Problem("--set " + ".".join(where), "is not a table"))
+    return node.setdefault(key, {})
+
+
+def _index(node: list[Any], key: str, where: list[str]) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise RecipeError(Problem("--set " + ".".join(where), f"expected an index below {len(node)}"))
+    return int(key)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` did you mean 'x'?`` for the closest candidate (synonyms from other tools included), or ``""``."""
+    candidates = list(candidates)
+    pool = {c: c for c in candidates}
+    pool.update({syn: real for syn, real in SYNONYMS.items() if real in candidates})
+    close = difflib.get_close_matches(word, list(pool), n=1, cutoff=0.6)
+    return f"; did you mean {pool[close[0]]!r}?" if close else ""
+
+
+def _expected(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "is required"
+    got = err.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+    return f"{err.get('msg', 'invalid value').lower()}{got_text}"
+
+
+def validation_problems(model: type[BaseModel], table: Mapping[str, Any], prefix: str) -> tuple[Any, list[Problem]]:
+    """Validate ``table`` against ``model``; return the instance (or None) and problems with full paths."""
+    try:
+        return model.model_validate(dict(table)), []
+    except ValidationError as exc:
+        problems = []
+        fields = list(model.model_fields)
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+            if err["type"] == "extra_forbidden":
+                problems.append(Problem(path, "unknown key" + did_you_mean(loc[-1], fields)))
+            else:
+                problems.append(Problem(path, _expected(err)))
+        return None, problems
+
+
+def _select(
+    registry: Registry, kind: str, table: Any, path: str, problems: list[Problem], key: str = "use"
+) -> Selected | None:
+    if not isinstance(table, Mapping):
+        problems.append(Problem(path, f"must be a table with {key} = \"<{kind} name>\""))
+        return None
+    name = table.get(key)
+    if not isinstance(name, str):
+        problems.append(Problem(f"{path}.{key}", f"is required: the name of a {kind} (see `ftx plugins`)"))
+        return None
+    try:
+        found = registry.get(kind, name, f"{path}.{key}")
+    except ComponentNotFound as exc:
+        problems.extend(exc.problems)
+        return None
+    rest = {k: v for k, v in table.items() if k != key}
+    options, errs = validation_problems(found.spec.options, rest, path)
+    problems.extend(errs)
+    if options is None:
+        return None
+    return Selected(name, found.spec, options, found.provenance, path)
+
+
+def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem]) -> str:
+    candidate = Path(value).expanduser()
+    full = candidate if candidate.is_absolute() else base / candidate
+    if glob.has_magic(str(full)):
+        if not glob.glob(str(full)):
+            problems.append(Problem(path, f"no file matches {value!r} (looked in {full.parent})"))
+        return str(full)
+    if full.exists():
+        return str(full)
+    if value.lower().endswith(DATA_EXTENSIONS) or value.startswith((".", "/", "~")):
+        problems.append(Problem(path, f"file not found: {full}"))
+        return str(full)
+    if HUB_ID.match(value):
+        return value  # a hub dataset id, used only when a network exists
+    problems.append(Problem(path, f"file not found: {full} (and {value!r} is not a hub dataset id)"))
+    return value
+
+
+def _resolve_model_name(name: str, base: Path) -> str:
+    if name.startswith("builtin:"):
+        return name
+    candidate = Path(name).expanduser()
+    full = candidate if candidate.is_absolute() else base / candidate
+    if full.exists() or name.startswith((".", "/", "~")):
+        return str(full)
+    return name
+
+
+def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | None = None) -> Recipe:
+    """Validate plain recipe data against the core schema and the registry; raise every problem at once."""
+    base = path.parent.resolve() if path is not None else Path.cwd()
+    source = str(path) if path is not None else None
+    problems: list[Problem] = []
+
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(Problem(key, "unknown table" + did_you_mean(key, TOP_LEVEL)))
+    for required in ("model", "data", "method", "objective"):
+        if required not in data:
+            problems.append(Problem(required, f"[{required}] table is required"))
+    if problems and any(p.path in ("model", "data", "method", "objective") for p in problems):
+        raise RecipeError(problems, source)
+
+    model, errs = validation_problems(ModelSection, _table(data, "model", problems), "model")
+    problems += errs
+    train, errs = validation_problems(TrainSection, _table(data, "train", problems), "train")
+    problems += errs
+    output, errs = validation_problems(OutputSection, _table(data, "output", problems), "output")
+    problems += errs
+
+    data_table = _table(data, "data", problems)
+    core_keys = set(DataSection.model_fields)
+    data_core = {k: v for k, v in data_table.items() if k in core_keys}
+    data_rest = {k: v for k, v in data_table.items() if k not in core_keys}
+    data_section, errs = validation_problems(DataSection, data_core, "data")
+    problems += errs
+    data_format = None
+    if data_section is not None:
+        try:
+            fmt = registry.get("data format", data_section.format, "data.format")
+        except ComponentNotFound as exc:
+            problems.extend(exc.problems)
+        else:
+            opts, errs = validation_problems(fmt.spec.options, data_rest, "data")
+            for problem in errs:  # an unknown data key may be a misspelled core key
+                if problem.message.startswith("unknown key"):
+                    word = problem.path.rsplit(".", 1)[-1]
+                    hint = did_you_mean(word, [*core_keys, *fmt.spec.options.model_fields])
+                    problem = Problem(problem.path, "unknown key" + hint)
+                problems.append(problem)
+            if opts is not None:
+                data_format = Selected(fmt.spec.name, fmt.spec, opts, fmt.provenance, "data")
+        data_section.train = _resolve_paths(data_section.train, base, "data.train", problems)
+        if isinstance(data_section.eval, (str, list)):
+            data_section.eval = _resolve_paths(data_section.eval, base, "data.eval", problems)
+
+    method = _select(registry, "method", data.get("method"), "method", problems)
+    objective = _select(registry, "objective", data.get("objective"), "objective", problems)
+    evaluators: list[Selected] = []
+    raw_evaluators = data.get("evaluators", [])
+    if not isinstance(raw_evaluators, list):
+        problems.append(Problem("evaluators", "must be an array of tables: [[evaluators]] use = \"...\""))
+        raw_evaluators = []
+    for index, table in enumerate(raw_evaluators):
+        chosen = _select(registry, "evaluator", table, f"evaluators[{index}]", problems)
+        if chosen is not None:
+            evaluators.append(chosen)
+
+    if objective is not None and data_format is not None:
+        want = getattr(objective.spec, "example_kind", "chat")
+        have = getattr(data_format.spec, "example_kind", "chat")
+        if want != have and not (want == "text" and have == "chat"):
+            problems.append(Problem(
+                "data.format",
+                f"objective {objective.name!r} trains on {want} examples but format {data_format.name!r} "
+                f"gives {have} examples; choose a {want} format",
+            ))
+
+    if problems:
+        raise RecipeError(problems, source)
+    assert model and data_section and data_format and method and objective and train and output
+    model.name = _resolve_model_name(model.name, base)
+    if model.tokenizer:
+        model.tokenizer = _resolve_model_name(model.tokenizer, base)
+    out = Path(output.dir).expanduser()
+    output.dir = str(out if out.is_absolute() else base / out)
+    return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base)
+
+
+def _table(data: Mapping[str, Any], key: str, problems: list[Problem]) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, f"must be a table ([{key}])"))
+        return {}
+    return dict(value)
+
+
+def _resolve_paths(value: str | list[str], base: Path, path: str, problems: list[Problem]) -> str | list[str]:
+    if isinstance(value, list):
+        return [_resolve_data_path(v, base, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return _resolve_data_path(value, base, path, problems)
+
+
+def load_recipe(path: Path | str, registry: Registry, overrides: Iterable[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    data = apply_overrides(read_toml(path), overrides)
+    return build_recipe(data, registry, path=path)

@@ -1,0 +1,66 @@
+"""The validated recipe object the runner works from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftx_hookspecs import ComponentSpec, Options
+
+from ..registry import Provenance
+from .schema import DataSection, ModelSection, OutputSection, TrainSection
+
+
+@dataclass(frozen=True)
+class Selected:
+    """A component a recipe selected, with its validated options and who provides it."""
+
+    name: str
+    spec: ComponentSpec
+    options: Options
+    provenance: Provenance
+    path: str
+    """The TOML path of its table, e.g. ``method`` or ``evaluators[0]``."""
+
+    def build(self) -> Any:
+        """Import the component's factory and build it from the options."""
+        return self.spec.build(self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"use": name, **options}`` as in the recipe, defaults filled."""
+        return {"use": self.name, **self.options.model_dump(mode="json")}
+
+
+@dataclass
+class Recipe:
+    """A recipe that passed validation: every table typed, paths absolute."""
+
+    model: ModelSection
+    data: DataSection
+    data_format: Selected
+    method: Selected
+    objective: Selected
+    train: TrainSection
+    evaluators: list[Selected]
+    output: OutputSection
+    path: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data: what ``recipe.lock.toml`` records."""
+        data = self.data.model_dump(mode="json")
+        data.update(self.data_format.options.model_dump(mode="json"))
+        return {
+            "model": self.model.model_dump(mode="json"),
+            "data": data,
+            "method": self.method.to_dict(),
+            "objective": self.objective.to_dict(),
+            "train": self.train.model_dump(mode="json"),
+            "evaluators": [e.to_dict() for e in self.evaluators],
+            "output": self.output.model_dump(mode="json"),
+        }
+
+    def selected(self) -> list[Selected]:
+        """Every component the recipe selects."""
+        return [self.data_format, self.method, self.objective, *self.evaluators]

@@ -1,0 +1,118 @@
+"""The core tables of a recipe, validated by pydantic; component tables are validated by their plugins."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """A recipe table: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Section):
+    """``[model]``: which pre-trained model to start from."""
+
+    name: str = Field(description="hub id, local folder, or a built-in such as 'builtin:tiny-llama'")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype: 'auto' is bfloat16 on a GPU that supports it, else float32"
+    )
+    tokenizer: str | None = Field(None, description="tokenizer to use when it is not the model's own")
+    chat_template: str | None = Field(
+        None, description="a built-in template name ('chatml', ...) or a Jinja string; default: the tokenizer's own"
+    )
+    trust_remote_code: bool = Field(
+        False, description="run the model repository's own code; also needs --trust-remote-code on the command line"
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="config overrides for built-in models (e.g. num_hidden_layers)"
+    )
+    pretrain_steps: int = Field(
+        0, ge=0, description="built-in models only: pre-train on generated text this many steps first (cached)"
+    )
+
+
+class DataSection(Section):
+    """``[data]``: the core keys; other keys go to the selected format's options."""
+
+    format: str = Field(description="a registered data format, e.g. 'alpaca'")
+    train: str | list[str] = Field(description="local file(s), a glob, or a hub dataset id")
+    eval: float | str | list[str] | None = Field(
+        0.1, description="a fraction of train held out (0 < f < 1), a path, or none"
+    )
+    max_length: int = Field(512, gt=0, description="tokens per example; longer ones follow 'overlength'")
+    overlength: Literal["truncate", "drop", "error"] = Field("truncate", description="what to do with longer examples")
+    packing: bool = Field(False, description="pack short examples into full sequences (no cross-example attention)")
+    columns: dict[str, str] = Field(default_factory=dict, description="map the format's field names to the file's")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="fail when more rows than this are dropped")
+    strict: bool = Field(False, description="fail at the first bad row, naming file and row")
+    limit: int | None = Field(None, gt=0, description="use only the first N rows (quick experiments)")
+    split: str = Field("train", description="split of a hub dataset")
+    seed: int | None = Field(None, description="seed of the train/eval split; default: [train] seed")
+
+    @model_validator(mode="after")
+    def _eval_fraction(self) -> DataSection:
+        if isinstance(self.eval, float) and not 0.0 < self.eval < 1.0:
+            raise ValueError("eval must be a fraction between 0 and 1, a path, or left out")
+        return self
+
+
+class TrainSection(Section):
+    """``[train]``: the optimisation loop shared by every objective."""
+
+    epochs: float = Field(1.0, gt=0, description="passes over the training data")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; wins over epochs when set")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    batch_size: int = Field(8, gt=0, description="examples per device per step")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    seed: int = Field(42, description="seed for data order, initialisation and dropout")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps spent warming the learning rate up")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables it")
+    optimizer: str = Field("adamw_torch", description="a transformers optimizer name")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    log_every: int = Field(10, gt=0, description="steps between logged metrics")
+    eval_every: int | None = Field(None, gt=0, description="steps between validation-loss evaluations")
+    save_every: int | None = Field(None, gt=0, description="steps between checkpoints; default: end of training only")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's own")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class OutputSection(Section):
+    """``[output]``: where the run folder goes and what is saved."""
+
+    dir: str = Field("runs/run", description="the run folder")
+    save: Literal["auto", "adapter", "merged"] = Field(
+        "auto", description="adapter methods: save the adapter ('auto'/'adapter') or a merged model"
+    )
+
+
+SYNONYMS: dict[str, str] = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "steps": "max_steps",
+    "batch": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "seq_len": "max_length",
+    "max_seq_length": "max_length",
+    "model_name": "name",
+    "output_dir": "dir",
+}
+"""Common names from other tools, offered as did-you-mean for the ftx key."""
+
+TOP_LEVEL: dict[str, str] = {
+    "model": "table",
+    "data": "table",
+    "method": "component",
+    "objective": "component",
+    "train": "table",
+    "evaluators": "component list",
+    "output": "table",
+}

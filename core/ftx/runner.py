@@ -1,0 +1,201 @@
+"""The run: the seven steps of fine-tuning, in order, with the run folder written as it goes.
+
+task and model (recipe) → data (format plugin) → method (plugin) → evaluate before (evaluator
+plugins) → train (objective plugin) → evaluate after → save and report (the run folder).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .context import Run
+from .errors import FtxError, RunError
+from .plugins import FtxPluginManager
+from .recipe import Recipe
+from .recipe.toml_io import dumps
+from .rundir import prepare_run_dir, replace_dir, write_json, write_text_atomic
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "tokenizers", "pluggy", "pydantic")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def lock_data(recipe: Recipe, manager: FtxPluginManager) -> dict[str, Any]:
+    """The resolved recipe plus what produced it: versions of ftx, its plugins and libraries, the seed."""
+    data = recipe.to_dict()
+    plugins = {}
+    for sel in recipe.selected():
+        prov = sel.provenance
+        plugins[f"{sel.spec.kind}:{sel.name}"] = f"{prov.distribution or prov.plugin} {prov.version or ''}".strip()
+    data["ftx"] = {
+        "version": __version__,
+        "hookspecs": _version("ftx-hookspecs"),
+        "python": platform.python_version(),
+        "seed": recipe.train.seed,
+        "recipe_file": str(recipe.path) if recipe.path else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "components": plugins,
+        "libraries": {name: v for name in LIBRARIES if (v := _version(name))},
+    }
+    return data
+
+
+def evaluate_all(evaluators: list[tuple[str, Any]], model: Any, run: Run, label: str) -> dict[str, dict[str, float]]:
+    """Run every evaluator on the held-out split; one entry per evaluator name."""
+    results: dict[str, dict[str, float]] = {}
+    if not run.data.eval:
+        return results
+    for name, evaluator in evaluators:
+        started = time.perf_counter()
+        figures = evaluator.evaluate(model, run.data.eval, run)
+        results[name] = {k: float(v) for k, v in figures.items()}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in results[name].items())
+        run.echo(f"  {label:<6} {name}: {shown}  ({time.perf_counter() - started:.1f}s)")
+    return results
+
+
+def _unique_names(recipe: Recipe) -> list[str]:
+    names: list[str] = []
+    for sel in recipe.evaluators:
+        name = sel.name
+        n = 2
+        while name in names:
+            name = f"{sel.name}-{n}"
+            n += 1
+        names.append(name)
+    return names
+
+
+def run_recipe(
+    recipe: Recipe,
+    manager: FtxPluginManager,
+    *,
+    output: Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    trust_remote_code: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run a validated recipe end to end and return what ``metrics.json`` holds."""
+    from .models.loading import check_remote_code
+
+    check_remote_code(recipe.model, trust_remote_code)
+    run_dir = prepare_run_dir(Path(output) if output else Path(recipe.output.dir), overwrite=overwrite, resume=resume)
+    write_text_atomic(run_dir / "recipe.lock.toml", dumps(lock_data(recipe, manager)))
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    run = Run(recipe, run_dir, manager, echo_fn=echo)
+    manager.hook.run_start(run)
+    started = time.perf_counter()
+    try:
+        metrics = _steps(recipe, run, started)
+    except BaseException as exc:
+        write_text_atomic(run_dir / "error.txt", "".join(traceback.format_exception(exc)))
+        manager.hook.run_end(run, None, exc)
+        if isinstance(exc, (FtxError, KeyboardInterrupt)):
+            raise
+        if isinstance(exc, Exception):
+            raise RunError(f"run failed: {type(exc).__name__}: {exc} (traceback in {run_dir / 'error.txt'})") from exc
+        raise
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    manager.hook.run_end(run, metrics, None)
+    return metrics
+
+
+def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
+    from .training import quiet_libraries
+
+    quiet_libraries()
+    import torch
+
+    from .data.prepare import prepare_examples
+    from .figures import parameter_figures, peak_memory
+    from .models.loading import load_model, load_tokenizer, resolve_model_path
+    from .training import choose_device
+
+    train = recipe.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    torch.manual_seed(train.seed)
+    run.device = choose_device(train)
+    echo = run.echo
+
+    # 1-2. the task's data, through the selected format
+    fmt = recipe.data_format.build()
+    run.data = prepare_examples(recipe.data, fmt, train.seed)
+    report = run.data.report
+    dropped = sum(report.dropped.values())
+    echo(f"data: {len(run.data.train)} train, {len(run.data.eval)} eval examples ({recipe.data_format.name})"
+         + (f"; {dropped} rows dropped: {dict(report.dropped)}" if dropped else ""))
+
+    # 3. the method, objective and evaluators (their heavy code is imported only now)
+    method = recipe.method.build()
+    objective = recipe.objective.build()
+    evaluators = list(zip(_unique_names(recipe), [e.build() for e in recipe.evaluators]))
+
+    # 4. the pre-trained model
+    model_path = resolve_model_path(recipe.model, echo=echo)
+    run.tokenizer = load_tokenizer(recipe.model, model_path)
+    model = load_model(
+        recipe.model, model_path, head=getattr(recipe.objective.spec, "model_head", "causal-lm"),
+        device=run.device, tokenizer=run.tokenizer, extra=method.load_kwargs(run),
+    )
+    model = method.apply(model, run)
+    params = parameter_figures(model)
+    echo(f"model: {recipe.model.name} on {run.device}; {params['trainable_params']:,} of "
+         f"{params['total_params']:,} parameters trainable ({recipe.method.name})")
+
+    # 5. evaluate before, train, evaluate after
+    before = evaluate_all(evaluators, model, run, "before")
+    echo(f"training: {recipe.objective.name}")
+    result = objective.train(model, run)
+    if result.model is not None:
+        model = result.model
+    run.history = result.history
+    after = evaluate_all(evaluators, model, run, "after")
+
+    # 6. save the model with its tokenizer, chat template and generation config
+    tmp = run.run_dir / ".model.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    method.save(model, tmp, run)
+    run.tokenizer.save_pretrained(tmp)
+    _write_generation_config(model, run.tokenizer, tmp)
+    replace_dir(tmp, run.run_dir / "model")
+
+    metrics: dict[str, Any] = {
+        "before": before,
+        "after": after,
+        "train": {**result.metrics, "seconds": round(time.perf_counter() - started, 2)},
+        "figures": {**params, **peak_memory(run.device)},
+        "data": {"train": len(run.data.train), "eval": len(run.data.eval), **report.as_dict()},
+    }
+    write_json(run.run_dir / "metrics.json", metrics)
+    write_json(run.run_dir / "history.json", run.history)
+    return metrics
+
+
+def _write_generation_config(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Save a generation config whose EOS ids include the end-of-turn token used in training."""
+    from transformers import GenerationConfig
+
+    from .generation import stop_token_ids
+
+    base = getattr(model, "generation_config", None)
+    config = GenerationConfig.from_dict(base.to_dict()) if base is not None else GenerationConfig()
+    config.eos_token_id = stop_token_ids(tokenizer, model)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(folder)

@@ -1,0 +1,176 @@
+"""Helpers objectives share: device choice, ``TrainingArguments`` from ``[train]``, logging callback, collator.
+
+Objectives train on transformers' ``Trainer`` (or TRL's trainers built on it); these helpers keep
+the mapping from the recipe to those libraries in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ftx_hookspecs import RunContext
+
+from .recipe.schema import TrainSection
+
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
+def quiet_libraries() -> None:
+    """Silence start-up warnings of libraries that do not concern the user, and any telemetry."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def choose_device(train: TrainSection) -> str:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if train.device != "auto":
+        return train.device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def training_arguments(ctx: RunContext, **overrides: Any) -> Any:
+    """``transformers.TrainingArguments`` from the recipe's ``[train]`` table; ``overrides`` win."""
+    from transformers import TrainingArguments
+
+    train: TrainSection = ctx.train
+    has_eval = bool(getattr(ctx.data, "eval", None)) and train.eval_every is not None
+    precision: dict[str, Any] = {}
+    dtype = ctx.recipe["model"].get("dtype", "auto")
+    if ctx.device == "cuda":
+        import torch
+
+        if dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported():
+            precision["bf16"] = True
+        elif dtype == "float16":
+            precision["fp16"] = True
+    kwargs: dict[str, Any] = {
+        "output_dir": str(ctx.checkpoint_dir),
+        "per_device_train_batch_size": train.batch_size,
+        "per_device_eval_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "learning_rate": train.lr,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps or -1,
+        "lr_scheduler_type": train.scheduler,
+        "warmup_steps": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optim": train.optimizer,
+        "logging_steps": train.log_every,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": train.eval_every if has_eval else None,
+        "save_strategy": "steps" if train.save_every else "no",
+        "save_steps": train.save_every or 500,
+        "save_only_model": False,
+        "report_to": "none",
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "use_cpu": ctx.device == "cpu",
+        _checkpointing_key(TrainingArguments): train.gradient_checkpointing,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": not os.isatty(2) and not os.environ.get("FTX_PROGRESS"),
+        **precision,
+    }
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def _checkpointing_key(cls: Any) -> str:
+    """transformers 5 renames ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return "activation_checkpointing" if "activation_checkpointing" in params else "gradient_checkpointing"
+
+
+def quiet_trainer(trainer: Any) -> Any:
+    """Drop Trainer's own printing of log dicts; ftx's console plugin prints them."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def make_log_callback(ctx: RunContext, history: list[dict[str, float]]) -> Any:
+    """A ``TrainerCallback`` that forwards every log to ``ctx.log_metrics`` and keeps the history."""
+    from transformers import TrainerCallback
+
+    class ForwardLogs(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not logs:
+                return
+            numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and k != "epoch"}
+            numeric = {k.replace("learning_rate", "lr"): v for k, v in numeric.items()}
+            if "epoch" in logs:
+                numeric["epoch"] = float(logs["epoch"])
+            history.append({"step": float(state.global_step), **numeric})
+            ctx.log_metrics(numeric, state.global_step)
+
+    return ForwardLogs()
+
+
+@dataclass
+class CausalLMCollator:
+    """Pads ``input_ids`` and ``labels`` to the longest in the batch (right padding)."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.tensor(feature["labels"], dtype=torch.long)
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+@dataclass
+class PackedCollator:
+    """Concatenates examples into one row with restarting ``position_ids`` (padding-free packing).
+
+    Attention kernels that read ``position_ids`` (flash-attention, and transformers' masks built
+    from them) keep examples from attending across boundaries; the first label of each example is
+    ignored so no loss crosses a boundary either.
+    """
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for feature in features:
+            n = len(feature["input_ids"])
+            ids.extend(feature["input_ids"])
+            labels.extend([-100, *feature["labels"][1:]])
+            positions.extend(range(n))
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+        }

@@ -1,0 +1,68 @@
+"""What ftx plugin authors import: hook markers, component specs, example records and Protocols.
+
+This package depends on pluggy and pydantic only, so a plugin's ``__init__`` stays light.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import specs
+from .components import (
+    CommandSpec,
+    ComponentSpec,
+    DataFormatSpec,
+    EvaluatorSpec,
+    MethodSpec,
+    NoOptions,
+    ObjectiveSpec,
+    Options,
+    RewardSpec,
+)
+from .examples import (
+    ChatExample,
+    ClassificationExample,
+    Example,
+    Message,
+    PreferenceExample,
+    RowError,
+    TextExample,
+)
+from .markers import PROJECT_NAME, hookimpl, hookspec
+from .protocols import DataFormat, Evaluator, Method, Objective, Reward, RunContext, TrainResult
+
+try:
+    __version__ = version("ftx-hookspecs")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "PROJECT_NAME",
+    "ChatExample",
+    "ClassificationExample",
+    "CommandSpec",
+    "ComponentSpec",
+    "DataFormat",
+    "DataFormatSpec",
+    "Evaluator",
+    "EvaluatorSpec",
+    "Example",
+    "Message",
+    "Method",
+    "MethodSpec",
+    "NoOptions",
+    "Objective",
+    "ObjectiveSpec",
+    "Options",
+    "PreferenceExample",
+    "Reward",
+    "RewardSpec",
+    "RowError",
+    "RunContext",
+    "TextExample",
+    "TrainResult",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "specs",
+]

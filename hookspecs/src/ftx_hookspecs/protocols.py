@@ -1,0 +1,111 @@
+"""Protocols of what a component's factory returns, and of the run context the core hands it.
+
+Each factory is called with the component's validated options and returns an object with the
+methods below. The core calls them in this order: data format (while preparing data), method
+``apply``, evaluators (before), objective ``train``, evaluators (after), method ``save``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .examples import Example
+
+
+@runtime_checkable
+class RunContext(Protocol):
+    """What the core exposes to components during a run."""
+
+    recipe: Mapping[str, Any]
+    """The resolved recipe as plain data (defaults filled, paths absolute)."""
+    run_dir: Path
+    """The run folder; components write only below it."""
+    checkpoint_dir: Path
+    """Where resumable state goes (``run_dir / "checkpoints"``)."""
+    train: Any
+    """The validated ``[train]`` table (attributes ``lr``, ``batch_size``, ``epochs``, ``max_steps``, ...)."""
+    device: str
+    """``"cpu"``, ``"cuda"`` or ``"mps"``."""
+    tokenizer: Any
+    """The run's tokenizer, with its chat template set."""
+    data: Any
+    """The prepared data: ``data.train`` and ``data.eval`` sequences of examples, plus tokenised forms."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record metrics at a training step; broadcast to ``ftx_log_metrics``."""
+
+    def checkpoint_saved(self, path: Path, step: int) -> None:
+        """Announce a complete checkpoint; broadcast to ``ftx_checkpoint_saved``."""
+
+    def build_component(self, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+        """Build another registered component by kind and name (e.g. a reward for an RL objective)."""
+
+    def echo(self, message: str) -> None:
+        """Print a progress line for the user."""
+
+
+@dataclass
+class TrainResult:
+    """What an objective reports after training."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Summary figures (final train loss, steps, tokens/s, ...), written under ``metrics.json["train"]``."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per logged step: ``{"step": ..., "loss": ..., "eval_loss": ...}`` for the curves."""
+    model: Any = None
+    """The trained model when the objective replaced it (e.g. a reward head); otherwise ``None``."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """Makes a model's weights trainable, and saves what was trained."""
+
+    def load_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments (e.g. a quantization config); ``{}`` for most."""
+
+    def apply(self, model: Any, ctx: RunContext) -> Any:
+        """Return the model to train (the same object or a wrapper such as a peft model)."""
+
+    def save(self, model: Any, path: Path, ctx: RunContext) -> None:
+        """Write the trained model (or adapter) in Hugging Face format to ``path``."""
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """Trains a prepared model on prepared data."""
+
+    def train(self, model: Any, ctx: RunContext) -> TrainResult:
+        """Train ``model`` in place on ``ctx.data`` and return the figures."""
+
+
+@runtime_checkable
+class DataFormat(Protocol):
+    """Turns raw rows (dicts read from a file) into examples."""
+
+    def to_example(self, row: Mapping[str, Any]) -> Example:
+        """Convert one row; raise :class:`~ftx_hookspecs.RowError` with a reason for a bad row.
+
+        A format whose rows hold several examples (a text file split into passages) may define
+        ``to_examples(row) -> Iterable[Example]`` as well; the core prefers it when present.
+        """
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Scores a model on held-out examples."""
+
+    def evaluate(self, model: Any, examples: Sequence[Example], ctx: RunContext) -> dict[str, float]:
+        """Return named figures, e.g. ``{"exact_match": 0.83}``; higher or lower is the metric's own."""
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores completions; used by RL objectives and reward evaluators."""
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None]
+    ) -> list[float]:
+        """One float per completion; higher is better."""

@@ -1,0 +1,43 @@
+"""ftx plugin: basic evaluators. Scoring code lives in :mod:`ftx_eval_basic.evaluators`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from ftx_hookspecs import EvaluatorSpec, Options, hookimpl
+from pydantic import Field
+
+
+class ExactMatchOptions(Options):
+    """``[[evaluators]] use = "exact-match"``."""
+
+    max_new_tokens: int = Field(64, gt=0, description="generation budget per answer")
+    normalize: Literal["none", "strip", "lower"] = Field(
+        "strip", description="compare answers as they are, stripped of outer whitespace, or also lower-cased"
+    )
+    limit: int | None = Field(None, gt=0, description="score only the first N held-out examples")
+    batch_size: int = Field(32, gt=0, description="prompts generated at once")
+
+
+class LossOptions(Options):
+    """``[[evaluators]] use = "loss"``: mean loss and perplexity on the held-out split's trained tokens."""
+
+    limit: int | None = Field(None, gt=0, description="score only the first N held-out examples")
+    batch_size: int = Field(16, gt=0)
+
+
+@hookimpl
+def ftx_register_evaluators(register: Callable[[EvaluatorSpec], None]) -> None:
+    register(EvaluatorSpec(
+        name="exact-match",
+        summary="Share of held-out prompts whose greedy answer equals the reference.",
+        factory="ftx_eval_basic.evaluators:ExactMatch",
+        options=ExactMatchOptions,
+    ))
+    register(EvaluatorSpec(
+        name="loss",
+        summary="Mean loss and perplexity on the held-out split (the tokens that train).",
+        factory="ftx_eval_basic.evaluators:Loss",
+        options=LossOptions,
+    ))
