@@ -63,6 +63,7 @@ class FtxPluginManager:
     pm: pluggy.PluginManager
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     registry: Registry = field(default_factory=Registry)
+    tracing: bool = False
 
     @property
     def hook(self) -> "HookRelay":
@@ -114,6 +115,8 @@ class FtxPluginManager:
                     version=info.version if info else None,
                 )
                 register = _make_register(self.registry, provenance, hook_name)
+                if self.tracing:
+                    print(f"{hook_name} [{impl.plugin_name}]", file=sys.stderr)
                 try:
                     impl.function(register=register)
                 except Exception as exc:  # noqa: BLE001
@@ -187,6 +190,7 @@ def make_plugin_manager(
     pm.add_hookspecs(specs)
     manager = FtxPluginManager(pm)
     if os.environ.get("FTX_TRACE_PLUGINS"):
+        manager.tracing = True
         pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
         pm.enable_tracing()
 

@@ -103,15 +103,17 @@ class Registry:
         """Explain a missing component: did-you-mean, what is installed, what to install, what broke."""
         installed = self.names(kind)
         parts = [f"unknown {kind} {name!r}."]
-        close = difflib.get_close_matches(name, installed, n=1)
+        not_installed = [n for (k, n) in KNOWN_DISTRIBUTIONS if k == kind and n not in installed]
+        close = difflib.get_close_matches(name, installed, n=1) or difflib.get_close_matches(name, not_installed, n=1)
         if close:
             parts.append(f"Did you mean {close[0]!r}?")
         parts.append(f"Installed {kind}s: {', '.join(installed) if installed else '(none)'}.")
-        known = KNOWN_DISTRIBUTIONS.get((kind, name))
-        if known:
+        wanted = name if (kind, name) in KNOWN_DISTRIBUTIONS else (close[0] if close else name)
+        known = KNOWN_DISTRIBUTIONS.get((kind, wanted))
+        if known and wanted not in installed:
             dist, folder = known
             parts.append(
-                f"{kind} {name!r} ships in the distribution {dist!r}, which is not installed: "
+                f"{kind} {wanted!r} ships in the distribution {dist!r}, which is not installed: "
                 f"install it with `pip install {dist}` (or `pip install -e {folder}` from an ftx checkout)."
             )
         for broken in self.broken:

@@ -169,6 +169,12 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
 
     model, errs = validation_problems(ModelSection, _table(data, "model", problems), "model")
     problems += errs
+    if model is not None and model.name.startswith("builtin:"):
+        from ..models.tiny import TINY_CONFIGS
+
+        if model.name.removeprefix("builtin:") not in TINY_CONFIGS:
+            known = ", ".join(f"builtin:{n}" for n in sorted(TINY_CONFIGS))
+            problems.append(Problem("model.name", f"unknown built-in model {model.name!r}; built-ins: {known}"))
     train, errs = validation_problems(TrainSection, _table(data, "train", problems), "train")
     problems += errs
     output, errs = validation_problems(OutputSection, _table(data, "output", problems), "output")
