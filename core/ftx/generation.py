@@ -1,4 +1,9 @@
-"""Greedy generation for evaluators: batched, left-padded, stopping at the end-of-turn token."""
+"""Greedy generation for evaluators: batched, left-padded, stopping at the end-of-turn token.
+
+Replies are cached on the model object, keyed by the weights' in-place version counters, so that
+several evaluators scoring the same model on the same prompts (exact-match, ROUGE, BLEU, the
+report's sample generations) generate once; any optimizer step or weight load invalidates it.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +30,39 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
     return sorted(set(ids))
 
 
+CACHE_ATTR = "_ftx_generation_cache"
+
+
+def weights_version(model: Any) -> tuple[int, ...]:
+    """A key that changes whenever any parameter is modified in place (optimizer step, ``load_state_dict``)."""
+    return tuple(p._version for p in model.parameters())
+
+
+def _cache(model: Any) -> dict[tuple[str, int], str]:
+    """The reply cache of ``model`` for its current weights (emptied when the weights changed)."""
+    version = weights_version(model)
+    cached = getattr(model, CACHE_ATTR, None)
+    if cached is None or cached[0] != version:
+        cached = (version, {})
+        object.__setattr__(model, CACHE_ATTR, cached)
+    return cached[1]
+
+
 def generate_replies(
     model: Any, tokenizer: Any, prompts: Sequence[Sequence[Message]], *, max_new_tokens: int = 64, batch_size: int = 32
 ) -> list[str]:
-    """The model's greedy reply to each conversation, decoded without special tokens."""
+    """The model's greedy reply to each conversation, decoded without special tokens (cached per weights)."""
+    texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    cache = _cache(model)
+    missing = list(dict.fromkeys(t for t in texts if (t, max_new_tokens) not in cache))
+    if missing:
+        for text, reply in zip(missing, _generate(model, tokenizer, missing, max_new_tokens, batch_size)):
+            cache[(text, max_new_tokens)] = reply
+    return [cache[(t, max_new_tokens)] for t in texts]
+
+
+def _generate(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy replies to prompts already rendered with the chat template."""
     import torch
 
     was_training = model.training
@@ -39,10 +73,9 @@ def generate_replies(
     tokenizer.padding_side = "left"
     replies: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in chunk]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
                 out = model.generate(
                     **batch,
