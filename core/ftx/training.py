@@ -41,10 +41,15 @@ def choose_device(train: TrainSection) -> str:
     return "cpu"
 
 
-def training_arguments(ctx: RunContext, **overrides: Any) -> Any:
-    """``transformers.TrainingArguments`` from the recipe's ``[train]`` table; ``overrides`` win."""
+def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: Any) -> Any:
+    """``transformers.TrainingArguments`` from the recipe's ``[train]`` table; ``overrides`` win.
+
+    ``config_class`` builds a subclass instead (TRL's ``DPOConfig``, ``GRPOConfig``, ...); mixed
+    precision is then set explicitly, since TRL's configs default ``bf16`` to on.
+    """
     from transformers import TrainingArguments
 
+    cls = config_class or TrainingArguments
     train: TrainSection = ctx.train
     has_eval = bool(getattr(ctx.data, "eval", None)) and train.eval_every is not None
     precision: dict[str, Any] = {}
@@ -80,14 +85,17 @@ def training_arguments(ctx: RunContext, **overrides: Any) -> Any:
         "seed": train.seed,
         "data_seed": train.seed,
         "use_cpu": ctx.device == "cpu",
-        _checkpointing_key(TrainingArguments): train.gradient_checkpointing,
+        _checkpointing_key(cls): train.gradient_checkpointing,
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
         "disable_tqdm": not os.isatty(2) and not os.environ.get("FTX_PROGRESS"),
         **precision,
     }
+    if config_class is not None:
+        kwargs.setdefault("bf16", False)
+        kwargs.setdefault("fp16", False)
     kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    return cls(**kwargs)
 
 
 def _checkpointing_key(cls: Any) -> str:
