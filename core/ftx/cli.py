@@ -118,12 +118,8 @@ _set_option = click.option(
 
 
 def _load(recipe_path: Path, overrides: tuple[str, ...]) -> tuple[Any, Any]:
-    from .recipe import load_recipe
-
     manager = _manager()
-    recipe = load_recipe(recipe_path, manager.registry, overrides)
-    manager.hook.recipe_loaded(recipe.to_dict(), recipe.path)
-    return manager, recipe
+    return manager, manager.load_recipe(recipe_path, overrides)
 
 
 @main.command()

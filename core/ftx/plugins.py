@@ -70,6 +70,14 @@ class FtxPluginManager:
         """A typed facade over ``pm.hook`` for the lifecycle hooks."""
         return HookRelay(self.pm)
 
+    def load_recipe(self, path: Path | str, overrides: Iterable[str] = ()) -> Any:
+        """Read and validate a recipe against this manager's registry, then broadcast ``ftx_recipe_loaded``."""
+        from .recipe import load_recipe
+
+        recipe = load_recipe(path, self.registry, overrides)
+        self.hook.recipe_loaded(recipe.to_dict(), recipe.path)
+        return recipe
+
     def register_plugin(self, plugin: Any, info: PluginInfo) -> bool:
         """Register one plugin object; on failure record it as broken and return False."""
         try:
@@ -188,6 +196,8 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(specs)
+    # historic: every plugin registered from now on gets this call as it registers
+    pm.hook.ftx_addhooks.call_historic(kwargs={"pluginmanager": pm})
     manager = FtxPluginManager(pm)
     if os.environ.get("FTX_TRACE_PLUGINS"):
         manager.tracing = True

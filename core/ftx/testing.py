@@ -103,12 +103,12 @@ def write_recipe(tmp_path: Path) -> Callable[..., Path]:
 def run_recipe(ftx_home: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """``run_recipe(path, overrides=[...], output=...)`` runs in-process and returns the metrics."""
     from ftx.plugins import make_plugin_manager
-    from ftx.recipe import load_recipe
     from ftx.runner import run_recipe as _run
 
-    def run(path: Path, overrides: list[str] | tuple[str, ...] = (), output: Path | None = None, **kwargs: Any) -> dict[str, Any]:
-        manager = make_plugin_manager()
-        recipe = load_recipe(path, manager.registry, overrides)
+    def run(path: Path, overrides: list[str] | tuple[str, ...] = (), output: Path | None = None,
+            plugins: list[Any] | tuple[Any, ...] = (), **kwargs: Any) -> dict[str, Any]:
+        manager = make_plugin_manager(extra_plugins=plugins)
+        recipe = manager.load_recipe(path, overrides)
         out = output or tmp_path / f"run-{Path(path).stem}"
         return _run(recipe, manager, output=out, echo=lambda _m: None, **kwargs)
 

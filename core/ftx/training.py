@@ -115,7 +115,7 @@ def quiet_trainer(trainer: Any) -> Any:
 
 
 def make_log_callback(ctx: RunContext, history: list[dict[str, float]]) -> Any:
-    """A ``TrainerCallback`` that forwards every log to ``ctx.log_metrics`` and keeps the history."""
+    """A ``TrainerCallback`` that forwards logs to ``ctx.log_metrics`` (keeping the history) and announces checkpoints."""
     from transformers import TrainerCallback
 
     class ForwardLogs(TrainerCallback):  # type: ignore[misc]
@@ -128,6 +128,13 @@ def make_log_callback(ctx: RunContext, history: list[dict[str, float]]) -> Any:
                 numeric["epoch"] = float(logs["epoch"])
             history.append({"step": float(state.global_step), **numeric})
             ctx.log_metrics(numeric, state.global_step)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            from pathlib import Path
+
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir():
+                ctx.checkpoint_saved(path, state.global_step)
 
     return ForwardLogs()
 
