@@ -47,6 +47,10 @@ class DataSection(Section):
     max_length: int = Field(512, gt=0, description="tokens per example; longer ones follow 'overlength'")
     overlength: Literal["truncate", "drop", "error"] = Field("truncate", description="what to do with longer examples")
     packing: bool = Field(False, description="pack short examples into full sequences (no cross-example attention)")
+    group_by_length: bool = Field(
+        False, description="batch examples of similar length together (less padding; unpacked training)"
+    )
+    cache: bool = Field(True, description="keep tokenised data under $FTX_HOME/data, keyed by data, tokenizer and options")
     columns: dict[str, str] = Field(default_factory=dict, description="map the format's field names to the file's")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="fail when more rows than this are dropped")
     strict: bool = Field(False, description="fail at the first bad row, naming file and row")
