@@ -14,7 +14,7 @@ Message = dict[str, str]
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """EOS ids a generation stops at: the model's generation config, the tokenizer's EOS, and ``<|im_end|>``."""
+    """EOS ids a generation stops at: the model's generation config, the tokenizer's EOS, and end-of-turn tokens."""
     ids: list[int] = []
     config = getattr(model, "generation_config", None)
     eos = getattr(config, "eos_token_id", None) if config is not None else None
@@ -24,9 +24,9 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
         ids.extend(eos)
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
-    im_end = tokenizer.get_vocab().get("<|im_end|>")
-    if im_end is not None:
-        ids.append(im_end)
+    from .models.templates import end_of_turn_ids
+
+    ids.extend(end_of_turn_ids(tokenizer))  # <|im_end|>, <|eot_id|>: the built-in templates' end-of-turn tokens
     return sorted(set(ids))
 
 

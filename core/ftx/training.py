@@ -164,28 +164,61 @@ class CausalLMCollator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
+    """Indices of examples grouped into rows of at most ``capacity`` tokens (first-fit decreasing).
+
+    ``None`` puts everything in one row. An example longer than ``capacity`` gets a row of its own.
+    """
+    if capacity is None:
+        return [list(range(len(lengths)))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[index]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(index)
+                room[r] -= n
+                break
+        else:
+            rows.append([index])
+            room.append(capacity - n)
+    return [sorted(row) for row in rows]
+
+
 @dataclass
 class PackedCollator:
-    """Concatenates examples into one row with restarting ``position_ids`` (padding-free packing).
+    """Packs a batch's examples into as few rows as fit ``max_length`` each, with no padding inside a row.
 
-    Attention kernels that read ``position_ids`` (flash-attention, and transformers' masks built
-    from them) keep examples from attending across boundaries; the first label of each example is
-    ignored so no loss crosses a boundary either.
+    ``position_ids`` restart at 0 for every example and no ``attention_mask`` is returned:
+    transformers then builds a block-diagonal causal mask from the restarts (sdpa, eager and
+    flex attention; flash-attention reads the same boundaries), so no example attends to another.
+    That detection needs the model to run without a KV cache, as ``Trainer`` arranges
+    (``use_cache=False``). The first label of each example is ignored, so no loss crosses a
+    boundary either. The loss equals the padded batch's (same examples, same trained tokens);
+    only the padding's compute is gone. Rows shorter than the longest are filled with
+    ``pad_token_id`` under label ``-100`` as a separate sequence.
     """
+
+    max_length: int | None = None
+    pad_token_id: int = 0
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for feature in features:
-            n = len(feature["input_ids"])
-            ids.extend(feature["input_ids"])
-            labels.extend([-100, *feature["labels"][1:]])
-            positions.extend(range(n))
-        return {
-            "input_ids": torch.tensor([ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-            "position_ids": torch.tensor([positions], dtype=torch.long),
-        }
+        rows = pack_rows([len(f["input_ids"]) for f in features], self.max_length)
+        width = max(sum(len(features[i]["input_ids"]) for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for index in row:
+                feature = features[index]
+                n = len(feature["input_ids"])
+                ids[r, at : at + n] = torch.tensor(feature["input_ids"], dtype=torch.long)
+                labels[r, at + 1 : at + n] = torch.tensor(feature["labels"][1:], dtype=torch.long)
+                positions[r, at : at + n] = torch.arange(n)
+                at += n
+            positions[r, at:] = torch.arange(width - at)
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}

@@ -81,14 +81,19 @@ def convert_rows(
 
 def check_bad_fraction(report: DataReport, section: DataSection) -> None:
     """Fail when more rows than ``data.max_bad_fraction`` were dropped, listing reasons and a first example."""
+    check_bad_fraction_values(report, section.max_bad_fraction)
+
+
+def check_bad_fraction_values(report: DataReport, max_bad_fraction: float) -> None:
+    """:func:`check_bad_fraction` with the threshold given directly (tokenisation re-checks with its drops)."""
     total = report.total
-    if total == 0 or report.kept == 0:
+    if total == 0 or report.kept <= 0:
         raise DataError("no usable rows in data.train" + _reasons(report))
     bad = sum(report.dropped.values())
-    if bad / total > section.max_bad_fraction:
+    if bad / total > max_bad_fraction:
         raise DataError(
             f"{bad} of {total} rows ({bad / total:.1%}) are unusable, over data.max_bad_fraction = "
-            f"{section.max_bad_fraction:g}" + _reasons(report)
+            f"{max_bad_fraction:g} (fix the rows, or raise the threshold to accept the loss)" + _reasons(report)
         )
 
 

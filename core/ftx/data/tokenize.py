@@ -1,8 +1,9 @@
 """Tokenise examples with exact loss masks: only assistant turns (and their end-of-turn token) train.
 
 The chat template is rendered to text once; the character span of every assistant turn is found by
-rendering the conversation up to that turn, and tokens are marked trained by their character
-offsets. This works for any template whose renderings of growing prefixes extend each other.
+rendering the conversation up to that turn (its end-of-turn marker included), and the text is
+tokenised piece by piece between those boundaries. This works for any template whose renderings
+of growing prefixes extend each other; others are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -53,18 +54,30 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]], train_on
 
 
 def tokenize_chat(tokenizer: Any, example: ChatExample, train_on: str = "assistant") -> Tokenized:
-    """Ids and labels of a whole conversation, masked to the assistant turns."""
+    """Ids and labels of a whole conversation, masked to the assistant turns.
+
+    The rendered text is cut at the trained spans and each piece is tokenised on its own, so no
+    token straddles a prompt/answer boundary and the prompt before each answer is tokenised as it
+    is at generation time (a generation prompt ending in ``"\n\n"`` is one GPT-2 token there,
+    not two tokens merged into the answer's first word).
+    """
     text, spans = assistant_spans(tokenizer, example.messages, train_on)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = enc["input_ids"]
-    labels = [IGNORE_INDEX] * len(ids)
-    for pos, (start, end) in enumerate(enc["offset_mapping"]):
+    ids: list[int] = []
+    labels: list[int] = []
+
+    def piece(start: int, end: int, trained: bool) -> None:
         if end <= start:
-            continue
-        for s, e in spans:
-            if start >= s and end <= e:
-                labels[pos] = ids[pos]
-                break
+            return
+        part = tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
+        ids.extend(part)
+        labels.extend(part if trained else [IGNORE_INDEX] * len(part))
+
+    at = 0
+    for start, end in spans:
+        piece(at, start, False)
+        piece(start, end, True)
+        at = end
+    piece(at, len(text), False)
     return Tokenized(ids, labels)
 
 
@@ -88,25 +101,38 @@ def tokenize_example(tokenizer: Any, example: Example, train_on: str = "assistan
 
 def tokenize_all(
     tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
-    train_on: str = "assistant", dropped: dict[str, int] | None = None,
+    train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
+    first_bad: dict[str, str] | None = None, strict: bool = False,
 ) -> list[Tokenized]:
-    """Tokenise examples and apply the over-length policy; examples left with nothing to train are dropped."""
+    """Tokenise examples and apply the over-length policy; examples left with nothing to train are dropped.
+
+    ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
+    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row. With
+    ``strict`` every drop is an error naming file and row, as for bad rows.
+    """
     out: list[Tokenized] = []
+
+    def drop(reason: str, where: str, detail: str) -> None:
+        if strict:
+            raise DataError(f"{where}: {detail} (data.strict = true stops at the first bad row)")
+        if dropped is not None:
+            dropped[reason] = dropped.get(reason, 0) + 1
+        if first_bad is not None:
+            first_bad.setdefault(reason, f"{where}: {detail}")
+
     for index, example in enumerate(examples):
+        where = str(example.meta.get("source", f"example {index + 1}"))
         tok = tokenize_example(tokenizer, example, train_on)
         if len(tok.input_ids) > max_length:
+            detail = f"{len(tok.input_ids)} tokens, over data.max_length = {max_length}"
             if overlength == "error":
-                where = example.meta.get("source", f"example {index}")
-                raise DataError(f"{where}: {len(tok.input_ids)} tokens, over data.max_length = {max_length} "
-                                "(set data.overlength = 'truncate' or 'drop', or raise max_length)")
+                raise DataError(f"{where}: {detail} (set data.overlength = 'truncate' or 'drop', or raise max_length)")
             if overlength == "drop":
-                if dropped is not None:
-                    dropped["over-length"] = dropped.get("over-length", 0) + 1
+                drop("over-length", where, detail)
                 continue
             tok = Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
         if tok.trained == 0:
-            if dropped is not None:
-                dropped["nothing to train"] = dropped.get("nothing to train", 0) + 1
+            drop("nothing to train", where, "no trained token left (truncated away or no assistant turn)")
             continue
         out.append(tok)
     return out

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..errors import RecipeError, RunError
 from ..recipe.schema import ModelSection
-from .templates import resolve_template
+from .templates import apply_chat_template_choice
 
 
 def resolve_model_path(section: ModelSection, echo: Callable[[str], None] | None = None) -> str:
@@ -43,17 +43,9 @@ def load_tokenizer(section: ModelSection, model_path: str) -> Any:
         )
     except OSError as exc:
         raise RunError(f"cannot load the tokenizer of {source!r} (model.name / model.tokenizer): {exc}") from exc
-    if section.chat_template:
-        template, end_of_turn = resolve_template(section.chat_template)
-        tokenizer.chat_template = template
-        if end_of_turn and end_of_turn not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [end_of_turn]})
+    apply_chat_template_choice(tokenizer, section.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if not getattr(tokenizer, "chat_template", None):
-        from .templates import CHATML
-
-        tokenizer.chat_template = CHATML
     return tokenizer
 
 

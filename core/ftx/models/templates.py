@@ -1,6 +1,18 @@
-"""Built-in chat templates for base models whose tokenizer has none."""
+"""Built-in chat templates for base models whose tokenizer has none, and how a recipe's choice is applied.
+
+``[model] chat_template`` takes a built-in name (``chatml``, ``zephyr``, ``alpaca``, ``llama3``) or
+Jinja text; left out, the tokenizer's own template is used, and ``chatml`` where it has none. The
+template ends up in ``tokenizer.chat_template``, so saving the tokenizer with the model (the runner
+does) saves exactly the template the model was trained with.
+
+Every built-in renders conversations prefix by prefix (rendering the first ``k`` turns gives a
+prefix of rendering all of them), which :mod:`ftx.data.tokenize` relies on to find assistant turns.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 CHATML = (
     "{% for message in messages %}"
@@ -25,13 +37,65 @@ ALPACA = (
     "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
 )
 
-BUILTIN_TEMPLATES: dict[str, str] = {"chatml": CHATML, "zephyr": ZEPHYR, "alpaca": ALPACA}
-END_OF_TURN: dict[str, str] = {"chatml": "<|im_end|>"}
+LLAMA3 = (
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class BuiltinTemplate:
+    """A named template, the special tokens it needs in the vocabulary, and its end-of-turn token."""
+
+    jinja: str
+    special_tokens: tuple[str, ...] = ()
+    end_of_turn: str | None = None
+    """``None``: turns end with the tokenizer's EOS token."""
+
+
+BUILTINS: dict[str, BuiltinTemplate] = {
+    "chatml": BuiltinTemplate(CHATML, ("<|im_start|>", "<|im_end|>"), "<|im_end|>"),
+    "zephyr": BuiltinTemplate(ZEPHYR),
+    "alpaca": BuiltinTemplate(ALPACA),
+    "llama3": BuiltinTemplate(LLAMA3, ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "<|eot_id|>"),
+}
+BUILTIN_TEMPLATES: dict[str, str] = {name: t.jinja for name, t in BUILTINS.items()}
+END_OF_TURN: dict[str, str] = {name: t.end_of_turn for name, t in BUILTINS.items() if t.end_of_turn}
 """The end-of-turn token of templates that have their own (others end turns with EOS)."""
 
 
 def resolve_template(value: str) -> tuple[str, str | None]:
     """Map a recipe's ``chat_template`` to Jinja text and the template's end-of-turn token, if any."""
-    if value in BUILTIN_TEMPLATES:
-        return BUILTIN_TEMPLATES[value], END_OF_TURN.get(value)
+    if value in BUILTINS:
+        return BUILTINS[value].jinja, BUILTINS[value].end_of_turn
     return value, None
+
+
+def apply_chat_template_choice(tokenizer: Any, value: str | None) -> Any:
+    """Set the recipe's template on ``tokenizer`` (built-in name or Jinja), adding the tokens it needs.
+
+    ``None`` keeps the tokenizer's own template, falling back to ``chatml`` where it has none.
+    New special tokens grow the vocabulary; the model loader resizes the embeddings to match.
+    """
+    if value is None:
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer
+        value = "chatml"
+    builtin = BUILTINS.get(value)
+    if builtin is None:
+        tokenizer.chat_template = value
+        return tokenizer
+    tokenizer.chat_template = builtin.jinja
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in builtin.special_tokens if t not in vocab]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return tokenizer
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Ids of every built-in end-of-turn token present in ``tokenizer`` (generation stops at them)."""
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[t] for t in END_OF_TURN.values() if t in vocab})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ftx.data.tokenize import Tokenized, tokenize_all
-from ftx.errors import DataError
+from ftx.data.cache import tokenize_prepared
+from ftx.data.tokenize import Tokenized
 from ftx.training import CausalLMCollator, PackedCollator, make_log_callback, quiet_trainer, training_arguments
+from ftx.watch import watch_callbacks
 from ftx_hookspecs import RunContext, TrainResult
 
 from . import SFTOptions, TextOptions
@@ -22,22 +23,19 @@ def train_language_model(model: Any, ctx: RunContext, train_on: str) -> TrainRes
     from transformers import Trainer
 
     data_cfg = ctx.recipe["data"]
-    dropped: dict[str, int] = {}
-    train = tokenize_all(ctx.tokenizer, ctx.data.train, data_cfg["max_length"], data_cfg["overlength"], train_on, dropped)
-    evals = tokenize_all(ctx.tokenizer, ctx.data.eval, data_cfg["max_length"], data_cfg["overlength"], train_on)
-    if not train:
-        raise DataError(f"no training example left after tokenisation (dropped: {dropped})")
-    if dropped:
-        ctx.echo(f"  tokenisation dropped {sum(dropped.values())} examples: {dropped}")
-    collator = PackedCollator() if data_cfg["packing"] else CausalLMCollator(ctx.tokenizer.pad_token_id)
+    tokenized = tokenize_prepared(ctx.data, ctx.tokenizer, data_cfg, train_on, echo=ctx.echo)
+    train, evals = tokenized.train, tokenized.eval
+    pad = ctx.tokenizer.pad_token_id
+    collator = PackedCollator(data_cfg["max_length"], pad) if data_cfg["packing"] else CausalLMCollator(pad)
+    sampling = {"train_sampling_strategy": "group_by_length"} if data_cfg.get("group_by_length") else {}
     history: list[dict[str, float]] = []
     trainer = Trainer(
         model=model,
-        args=training_arguments(ctx),
+        args=training_arguments(ctx, **sampling),
         train_dataset=_features(train),
         eval_dataset=_features(evals) if evals else None,
         data_collator=collator,
-        callbacks=[make_log_callback(ctx, history)],
+        callbacks=[make_log_callback(ctx, history), *watch_callbacks(ctx, history)],  # early stopping
     )
     quiet_trainer(trainer)
     started = time.perf_counter()
