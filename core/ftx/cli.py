@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .errors import FtxError
 
-CORE_COMMANDS = ("run", "validate", "plugins")
+CORE_COMMANDS = ("run", "validate", "plugins", "eval")
 
 
 def _manager() -> Any:
@@ -165,6 +165,33 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         sys.exit(130)
     out = Path(output) if output else Path(recipe.output.dir)
     click.echo(_summary(metrics, out.resolve()))
+    from .gate import gate_failure
+
+    failed = gate_failure(metrics)
+    if failed is not None:
+        _fail(failed)  # exit 3: the run finished, but a threshold of [evaluation.gate] did not hold
+
+
+@main.command("eval")
+@click.argument("target", metavar="MODEL_OR_RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
+              help="Recipe giving data and evaluators (default: the run folder's recipe.lock.toml).")
+@_set_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the figures here (default: RUN_DIR/eval.json).")
+def eval_command(target: Path, recipe_path: Path | None, overrides: tuple[str, ...], output: Path | None) -> None:
+    """Run evaluators on a model or run folder without training; prints the figures as JSON."""
+    try:
+        from .evaluate_cmd import evaluate_folder
+        from .gate import gate_failure
+
+        result = evaluate_folder(target, recipe_path=recipe_path, overrides=overrides, output=output,
+                                 echo=lambda message: click.echo(message, err=True))
+    except FtxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2))
+    failed = gate_failure(result)
+    if failed is not None:
+        _fail(failed)
 
 
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:

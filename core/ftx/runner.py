@@ -53,17 +53,10 @@ def lock_data(recipe: Recipe, manager: FtxPluginManager) -> dict[str, Any]:
 
 
 def evaluate_all(evaluators: list[tuple[str, Any]], model: Any, run: Run, label: str) -> dict[str, dict[str, float]]:
-    """Run every evaluator on the held-out split; one entry per evaluator name."""
-    results: dict[str, dict[str, float]] = {}
-    if not run.data.eval:
-        return results
-    for name, evaluator in evaluators:
-        started = time.perf_counter()
-        figures = evaluator.evaluate(model, run.data.eval, run)
-        results[name] = {k: float(v) for k, v in figures.items()}
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in results[name].items())
-        run.echo(f"  {label:<6} {name}: {shown}  ({time.perf_counter() - started:.1f}s)")
-    return results
+    """Run every evaluator on the held-out split; one entry per evaluator name (see :mod:`ftx.evaluation`)."""
+    from .evaluation import evaluate_all as evaluate
+
+    return evaluate(evaluators, model, run.data.eval, run, label)
 
 
 def _unique_names(recipe: Recipe) -> list[str]:
@@ -157,13 +150,16 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
          f"{params['total_params']:,} parameters trainable ({recipe.method.name})")
 
     # 5. evaluate before, train, evaluate after
-    before = evaluate_all(evaluators, model, run, "before")
+    from .evaluation import Review
+
+    review = Review(recipe, run, evaluators)
+    before = review.before(model)
     echo(f"training: {recipe.objective.name}")
     result = objective.train(model, run)
     if result.model is not None:
         model = result.model
     run.history = result.history
-    after = evaluate_all(evaluators, model, run, "after")
+    after = review.after(model)
 
     # 6. save the model with its tokenizer, chat template and generation config
     tmp = run.run_dir / ".model.tmp"
@@ -183,9 +179,8 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
         "figures": {**params, **peak_memory(run.device)},
         "data": {"train": len(run.data.train), "eval": len(run.data.eval), **report.as_dict()},
     }
-    write_json(run.run_dir / "metrics.json", metrics)
     write_json(run.run_dir / "history.json", run.history)
-    return metrics
+    return review.finish(metrics)  # baseline, forgetting, overfitting, gate; metrics.json and the report
 
 
 def _write_generation_config(model: Any, tokenizer: Any, folder: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ComponentNotFound, Problem, RecipeError
 from ..registry import Registry
 from .model import Recipe, Selected
-from .schema import SYNONYMS, TOP_LEVEL, DataSection, ModelSection, OutputSection, TrainSection
+from .schema import SYNONYMS, TOP_LEVEL, DataSection, EvaluationSection, ModelSection, OutputSection, TrainSection
 from .toml_io import TOMLDecodeError, loads, read_toml
 
 DATA_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".arrow")
@@ -228,6 +228,11 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
                 f"gives {have} examples; choose a {want} format",
             ))
 
+    evaluation, errs = validation_problems(EvaluationSection, _table(data, "evaluation", problems), "evaluation")
+    problems += errs
+    if evaluation is not None and train is not None:
+        problems += _check_evaluation(evaluation, evaluators, train, data_section, base)
+
     if problems:
         raise RecipeError(problems, source)
     assert model and data_section and data_format and method and objective and train and output
@@ -236,7 +241,27 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
         model.tokenizer = _resolve_model_name(model.tokenizer, base)
     out = Path(output.dir).expanduser()
     output.dir = str(out if out.is_absolute() else base / out)
-    return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base)
+    return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base,
+                  evaluation or EvaluationSection())
+
+
+def _check_evaluation(
+    section: EvaluationSection, evaluators: list[Selected], train: TrainSection, data: DataSection | None, base: Path
+) -> list[Problem]:
+    """Cross-table checks of ``[evaluation]``: gate metrics name selected evaluators; early stopping can evaluate."""
+    from ..evaluation import unique_names
+    from ..gate import parse_gate
+
+    _, problems = parse_gate(section.gate, unique_names(e.name for e in evaluators))
+    if section.early_stopping_patience is not None:
+        if train.eval_every is None:
+            problems.append(Problem("evaluation.early_stopping_patience",
+                                    "needs validation loss during training: set train.eval_every (steps)"))
+        if data is not None and data.eval is None:
+            problems.append(Problem("evaluation.early_stopping_patience", "needs a held-out split: set data.eval"))
+    if section.forgetting_text != "auto":
+        section.forgetting_text = _resolve_data_path(section.forgetting_text, base, "evaluation.forgetting_text", problems)
+    return problems
 
 
 def _table(data: Mapping[str, Any], key: str, problems: list[Problem]) -> dict[str, Any]:

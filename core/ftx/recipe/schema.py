@@ -96,6 +96,38 @@ class OutputSection(Section):
     )
 
 
+class EvaluationSection(Section):
+    """``[evaluation]``: baselines, the forgetting check, the overfitting watch, samples and the gate."""
+
+    baseline_shots: int = Field(
+        0, ge=0, description="also score the base model prompted with this many training examples (0: no baseline)"
+    )
+    forgetting: bool = Field(True, description="score perplexity on general text before and after training")
+    forgetting_text: str = Field(
+        "auto", description="a text file (one passage per line), or 'auto': generated text for built-in models, "
+        "English prose otherwise"
+    )
+    forgetting_limit: int = Field(64, gt=0, description="passages of general text scored")
+    forgetting_threshold: float = Field(
+        0.15, gt=0, description="flag forgetting when general-text perplexity rises by more than this share"
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after this many validation evaluations without improvement (needs train.eval_every)"
+    )
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="a smaller drop in validation loss is no improvement")
+    restore_best: bool = Field(
+        True, description="when early stopping: put back the weights of the best validation loss (kept in memory)"
+    )
+    overfit_tolerance: float = Field(
+        0.02, ge=0, description="warn when validation loss ends this share above its best while training loss fell"
+    )
+    samples: int = Field(5, ge=0, description="held-out prompts whose generations the report shows")
+    gate: dict[str, Any] = Field(
+        default_factory=dict,
+        description='thresholds the run must meet, e.g. "exact-match.exact_match" = ">= 0.8", forgetting = "<= 10%"',
+    )
+
+
 SYNONYMS: dict[str, str] = {
     "learning_rate": "lr",
     "num_epochs": "epochs",
@@ -118,5 +150,6 @@ TOP_LEVEL: dict[str, str] = {
     "objective": "component",
     "train": "table",
     "evaluators": "component list",
+    "evaluation": "table",
     "output": "table",
 }
