@@ -34,6 +34,12 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("evaluator", "exact-match"): ("ftx-eval-basic", "plugins/eval-basic"),
     ("evaluator", "loss"): ("ftx-eval-basic", "plugins/eval-basic"),
     ("evaluator", "perplexity"): ("ftx-eval-basic", "plugins/eval-basic"),
+    ("evaluator", "accuracy"): ("ftx-eval-basic", "plugins/eval-basic"),
+    ("evaluator", "f1"): ("ftx-eval-basic", "plugins/eval-basic"),
+    ("evaluator", "rouge"): ("ftx-eval-text", "plugins/eval-text"),
+    ("evaluator", "bleu"): ("ftx-eval-text", "plugins/eval-text"),
+    ("evaluator", "chrf"): ("ftx-eval-text", "plugins/eval-text"),
+    ("evaluator", "lm-eval"): ("ftx-eval-text", "plugins/eval-text"),
 }
 
 

@@ -1,4 +1,4 @@
-"""ftx plugin: basic evaluators. Scoring code lives in :mod:`ftx_eval_basic.evaluators`."""
+"""ftx plugin: basic evaluators (exact-match, loss/perplexity, accuracy, macro F1). Scoring code lives in :mod:`ftx_eval_basic.evaluators`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ class LossOptions(Options):
     batch_size: int = Field(16, gt=0)
 
 
+class ClassificationOptions(Options):
+    """``[[evaluators]] use = "accuracy"`` or ``"f1"``: predicted label vs reference label.
+
+    Chat examples are answered by greedy generation (the reply is the label); classification
+    examples on a sequence-classification model are predicted from its logits.
+    """
+
+    max_new_tokens: int = Field(64, gt=0, description="generation budget per answer (chat examples)")
+    normalize: Literal["none", "strip", "lower"] = Field("strip", description="how labels are compared")
+    limit: int | None = Field(None, gt=0, description="score only the first N held-out examples")
+    batch_size: int = Field(32, gt=0, description="examples scored at once")
+
+
 @hookimpl
 def ftx_register_evaluators(register: Callable[[EvaluatorSpec], None]) -> None:
     register(EvaluatorSpec(
@@ -40,4 +53,16 @@ def ftx_register_evaluators(register: Callable[[EvaluatorSpec], None]) -> None:
         summary="Mean loss and perplexity on the held-out split (the tokens that train).",
         factory="ftx_eval_basic.evaluators:Loss",
         options=LossOptions,
+    ))
+    register(EvaluatorSpec(
+        name="accuracy",
+        summary="Share of held-out examples whose predicted label (generated or classified) is the reference.",
+        factory="ftx_eval_basic.evaluators:Accuracy",
+        options=ClassificationOptions,
+    ))
+    register(EvaluatorSpec(
+        name="f1",
+        summary="Macro-averaged F1 over the reference labels (classification-style answers).",
+        factory="ftx_eval_basic.evaluators:MacroF1",
+        options=ClassificationOptions,
     ))
