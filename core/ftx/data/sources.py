@@ -84,9 +84,16 @@ def read_file(path: Path) -> Iterator[Row]:
         for index, item in enumerate(value, 1):
             yield Row(item if isinstance(item, dict) else {"__error__": "record is not a JSON object"}, source, index)
     elif suffix in (".csv", ".tsv"):
+        # TSV has no quoting: a '"' inside a field is text (quote-aware reading would merge rows)
+        tsv = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
         with _open_text(path) as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            for lineno, record in enumerate(reader, 2):
+            reader = csv.DictReader(handle, **(tsv if suffix == ".tsv" else {"delimiter": ","}))
+            for record in reader:
+                lineno = reader.line_num
+                if None in record:
+                    yield Row({"__error__": f"{len(record) - 1 + len(record[None])} fields, the header has "
+                               f"{len(reader.fieldnames or [])}"}, source, lineno)
+                    continue
                 yield Row(dict(record), source, lineno)
     elif suffix == ".txt":
         with _open_text(path) as handle:
