@@ -136,9 +136,9 @@ def test_overlength_policies(tiny_tokenizer):
     dropped: dict[str, int] = {}
     kept = tokenize_all(tok, [short, long], 40, "drop", dropped=dropped)
     assert len(kept) == 1 and dropped == {"over-length": 1}
-    with pytest.raises(DataError, match=r"f\.jsonl:2: .*over data.max_length = 40"):
+    with pytest.raises(DataError, match=r"f\.jsonl, row 2: .*over data.max_length = 40"):
         tokenize_all(tok, [short, long], 40, "error")
-    with pytest.raises(DataError, match=r"f\.jsonl:2: .*strict"):
+    with pytest.raises(DataError, match=r"f\.jsonl, row 2: .*strict"):
         tokenize_all(tok, [short, long], 40, "drop", strict=True)
     # truncating the prompt away leaves nothing to train: counted, not silently kept
     dropped = {}

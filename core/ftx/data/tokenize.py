@@ -99,6 +99,16 @@ def tokenize_example(tokenizer: Any, example: Example, train_on: str = "assistan
     raise DataError(f"cannot tokenise {type(example).__name__} for language-model training")
 
 
+def describe_source(source: Any, index: int) -> str:
+    """``"data.jsonl:12"`` (an example's ``meta["source"]``) as ``"data.jsonl, row 12"``, like bad-row errors."""
+    if isinstance(source, str):
+        path, _, row = source.rpartition(":")
+        if path and row.isdigit():
+            return f"{path}, row {row}"
+        return source
+    return f"example {index + 1}"
+
+
 def tokenize_all(
     tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
     train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
@@ -121,7 +131,7 @@ def tokenize_all(
             first_bad.setdefault(reason, f"{where}: {detail}")
 
     for index, example in enumerate(examples):
-        where = str(example.meta.get("source", f"example {index + 1}"))
+        where = describe_source(example.meta.get("source"), index)
         tok = tokenize_example(tokenizer, example, train_on)
         if len(tok.input_ids) > max_length:
             detail = f"{len(tok.input_ids)} tokens, over data.max_length = {max_length}"
