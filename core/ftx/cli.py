@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .errors import FtxError
 
-CORE_COMMANDS = ("run", "validate", "plugins", "eval")
+CORE_COMMANDS = ("run", "validate", "plugins", "eval", "plan")
 
 
 def _manager() -> Any:
@@ -135,6 +135,25 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     if recipe.evaluators:
         parts.append("evaluators=" + ",".join(e.name for e in recipe.evaluators))
     click.echo(f"{recipe_path}: ok ({'; '.join(parts)})")
+
+
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Plan for this device (default: the run's).")
+@click.option("--memory-gib", type=float, help="Memory to plan against, in GiB (default: the device's).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(recipe_path: Path, overrides: tuple[str, ...], device: str | None, memory_gib: float | None,
+         as_json: bool) -> None:
+    """Estimate memory for RECIPE from the model's config alone: will it fit, and which knobs make it fit."""
+    try:
+        _, recipe = _load(recipe_path, overrides)
+        from .plan import format_report, plan_report
+
+        report = plan_report(recipe, device, int(memory_gib * 1024**3) if memory_gib else None)
+    except FtxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 @main.command()
