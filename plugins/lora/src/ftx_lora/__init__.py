@@ -1,0 +1,109 @@
+"""ftx plugin: the ``lora``, ``dora`` and ``qlora`` methods (low-rank adapters on a frozen base).
+
+Only the options live here, so ``ftx validate`` checks a recipe's ``[method]`` table without importing
+torch, peft or bitsandbytes; the methods themselves are in :mod:`ftx_lora.method`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Literal
+
+from ftx_hookspecs import MethodSpec, Options, hookimpl
+from pydantic import Field, field_validator
+
+
+class LoraOptions(Options):
+    """``[method] use = "lora"``: a low-rank update ``B @ A`` beside each targeted weight; the base stays frozen."""
+
+    r: int = Field(16, gt=0, le=4096, description="rank of each adapter: capacity and size grow with it")
+    alpha: float | None = Field(
+        None, gt=0, description="scale of the update is alpha / r (alpha / sqrt(r) with use_rslora); default 2 x r"
+    )
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input while training")
+    target_modules: list[str] | str = Field(
+        "auto",
+        description=(
+            "which linear layers get adapters: 'auto' (attention and MLP projections of known architectures, "
+            "else every linear layer), 'all-linear', a list of module names (e.g. ['q_proj', 'v_proj']), "
+            "or a regular expression matched against full module names"
+        ),
+    )
+    use_dora: bool = Field(False, description="DoRA: also learn a per-column magnitude (better at low r, slower)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r); helps at large r")
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="modules trained fully and saved with the adapter, e.g. ['lm_head'] or ['score']",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must name at least one module, or be 'auto' / 'all-linear'")
+            if any(not name.strip() for name in value):
+                raise ValueError("module names must not be empty")
+            return value
+        if value in ("auto", "all-linear"):
+            return value
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is neither 'auto', 'all-linear' nor a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _saved(cls, value: list[str]) -> list[str]:
+        if any(not name.strip() for name in value):
+            raise ValueError("module names must not be empty")
+        return value
+
+    @property
+    def scale_alpha(self) -> float:
+        """``alpha`` with its default filled in."""
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
+
+
+class DoraOptions(LoraOptions):
+    """``[method] use = "dora"``: LoRA with a learned magnitude per output column (``use_dora`` on)."""
+
+    use_dora: bool = Field(True, description="DoRA is on for this method; use 'lora' for plain adapters")
+
+
+class QLoraOptions(LoraOptions):
+    """``[method] use = "qlora"``: LoRA on a base quantised to 4 bits by bitsandbytes."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NF4 (normal-float, best) or FP4")
+    double_quant: bool = Field(True, description="also quantise the quantisation constants (~0.4 bit/param saved)")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype the 4-bit weights are dequantised to for each matmul; auto: bf16 on GPU, else fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="recompute activations in the backward pass: much less memory, ~30% slower"
+    )
+
+
+@hookimpl
+def ftx_register_methods(register: Callable[[MethodSpec], None]) -> None:
+    register(MethodSpec(
+        name="lora",
+        summary="LoRA adapters (peft) on a frozen base; save the adapter or a merged model.",
+        factory="ftx_lora.method:LoraMethod",
+        options=LoraOptions,
+    ))
+    register(MethodSpec(
+        name="dora",
+        summary="DoRA: LoRA with learned magnitudes (peft use_dora); same options as lora.",
+        factory="ftx_lora.method:LoraMethod",
+        options=DoraOptions,
+    ))
+    register(MethodSpec(
+        name="qlora",
+        summary="QLoRA: LoRA on a 4-bit (NF4/FP4) bitsandbytes base, with gradient checkpointing.",
+        factory="ftx_lora.method:QLoraMethod",
+        options=QLoraOptions,
+    ))
