@@ -213,6 +213,27 @@ def eval_command(target: Path, recipe_path: Path | None, overrides: tuple[str, .
         _fail(failed)
 
 
+@main.group("data")
+def data_group() -> None:
+    """Inspect a recipe's data before training."""
+
+
+@data_group.command("preview")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@_set_option
+@click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="Samples to show.")
+@click.option("--color/--no-color", default=None, help="Colour trained tokens (default: when stdout is a terminal).")
+def data_preview(recipe_path: Path, overrides: tuple[str, ...], count: int, color: bool | None) -> None:
+    """Show samples with trained tokens marked, token-length statistics and dropped rows by reason."""
+    try:
+        _, recipe = _load(recipe_path, overrides)
+        from .data.preview import run_preview
+
+        run_preview(recipe, count, color=color)
+    except FtxError as exc:
+        _fail(exc)
+
+
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
     lines = ["", f"done in {metrics['train'].get('seconds', 0):.0f}s: {run_dir}"]
     for name, after in metrics.get("after", {}).items():
