@@ -26,6 +26,12 @@ class Run:
     data: Any = None
     echo_fn: Callable[[str], None] = print
     history: list[dict[str, float]] = field(default_factory=list)
+    resume_from: Path | None = None
+    """The verified checkpoint to continue from (``ftx run --resume``), else ``None``."""
+    stop_requested: bool = False
+    """Set by SIGTERM/SIGINT: trainers save a checkpoint at the end of the step and stop."""
+    skipped_steps: int = 0
+    """Optimizer steps skipped for NaN/inf gradients."""
 
     @property
     def recipe(self) -> Mapping[str, Any]:

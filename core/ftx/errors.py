@@ -53,3 +53,9 @@ class DataError(FtxError):
     """The data cannot be used as the recipe says (bad rows past the threshold, a missing file, ...)."""
 
     exit_code = 2
+
+
+class RunInterrupted(FtxError):
+    """A run stopped on SIGTERM/SIGINT after saving a checkpoint; ``--resume`` continues it."""
+
+    exit_code = 130

@@ -6,7 +6,11 @@ plugins) → train (objective plugin) → evaluate after → save and report (th
 
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -16,10 +20,10 @@ from typing import Any
 
 from . import __version__
 from .context import Run
-from .errors import FtxError, RunError
+from .errors import FtxError, RecipeError, RunError, RunInterrupted
 from .plugins import FtxPluginManager
 from .recipe import Recipe
-from .recipe.toml_io import dumps
+from .recipe.toml_io import dumps, loads
 from .rundir import prepare_run_dir, replace_dir, write_json, write_text_atomic
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "tokenizers", "pluggy", "pydantic")
@@ -86,9 +90,21 @@ def run_recipe(
 
     check_remote_code(recipe.model, trust_remote_code)
     run_dir = prepare_run_dir(Path(output) if output else Path(recipe.output.dir), overwrite=overwrite, resume=resume)
-    write_text_atomic(run_dir / "recipe.lock.toml", dumps(lock_data(recipe, manager)))
+    lock_path = run_dir / "recipe.lock.toml"
+    resume_from = None
+    if resume and lock_path.exists():
+        check_same_recipe(lock_path, lock_data(recipe, manager))
+        if (run_dir / "metrics.json").exists():
+            echo(f"{run_dir} is already complete; nothing to resume")
+            return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        from .checkpoints import latest_complete
+
+        resume_from = latest_complete(run_dir / "checkpoints", echo)
+        echo(f"resuming from {resume_from}" if resume_from else "no complete checkpoint to resume from: starting over")
+    else:
+        write_text_atomic(lock_path, dumps(lock_data(recipe, manager)))
     (run_dir / "metrics.json").unlink(missing_ok=True)
-    run = Run(recipe, run_dir, manager, echo_fn=echo)
+    run = Run(recipe, run_dir, manager, echo_fn=echo, resume_from=resume_from)
     manager.hook.run_start(run)
     started = time.perf_counter()
     try:
@@ -155,7 +171,13 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     review = Review(recipe, run, evaluators)
     before = review.before(model)
     echo(f"training: {recipe.objective.name}")
-    result = objective.train(model, run)
+    with stop_on_signals(run):
+        result = objective.train(model, run)
+    if run.stop_requested:
+        raise RunInterrupted(
+            f"stopped on request after saving a checkpoint in {run.checkpoint_dir}; "
+            f"continue with `ftx run {recipe.path or 'RECIPE'} --output {run.run_dir} --resume`"
+        )
     if result.model is not None:
         model = result.model
     run.history = result.history
@@ -175,7 +197,8 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "before": before,
         "after": after,
-        "train": {**result.metrics, "seconds": round(time.perf_counter() - started, 2)},
+        "train": {**result.metrics, "skipped_steps": float(run.skipped_steps),
+                  "seconds": round(time.perf_counter() - started, 2)},
         "figures": {**params, **peak_memory(run.device)},
         "data": {"train": len(run.data.train), "eval": len(run.data.eval), **report.as_dict()},
     }
@@ -194,3 +217,47 @@ def _write_generation_config(model: Any, tokenizer: Any, folder: Path) -> None:
     config.eos_token_id = stop_token_ids(tokenizer, model)
     config.pad_token_id = tokenizer.pad_token_id
     config.save_pretrained(folder)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def check_same_recipe(lock_path: Path, current: dict[str, Any]) -> None:
+    """Resuming needs the recipe the run started with (output and metadata aside)."""
+    ignored = ("ftx", "output")
+    recorded = _flatten({k: v for k, v in loads(lock_path.read_text(encoding="utf-8")).items() if k not in ignored})
+    now = _flatten({k: v for k, v in loads(dumps(current)).items() if k not in ignored})
+    changed = sorted(key for key in set(recorded) | set(now) if recorded.get(key) != now.get(key))
+    if changed:
+        raise RecipeError(
+            f"cannot resume {lock_path.parent}: the recipe changed since the run started ({', '.join(changed)}); "
+            "restore it, or start a new run with --overwrite or another --output"
+        )
+
+
+@contextlib.contextmanager
+def stop_on_signals(run: Run) -> Any:
+    """While training, the first SIGTERM/SIGINT asks the trainer to checkpoint and stop; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+        run.echo(f"received {signal.Signals(signum).name}: saving a checkpoint at the end of this step "
+                 "(send it again to abort without saving)")
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -85,6 +85,12 @@ class TrainSection(Section):
     save_every: int | None = Field(None, gt=0, description="steps between checkpoints; default: end of training only")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's own")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    max_bad_steps: int = Field(
+        5, gt=0, description="NaN/inf steps are skipped with weights unchanged; this many in a row abort the run"
+    )
+    divergence_factor: float = Field(
+        10.0, ge=0, description="stop as diverged when the loss exceeds this multiple of the first logged loss; 0 disables"
+    )
 
 
 class OutputSection(Section):

@@ -33,6 +33,10 @@ class RunContext(Protocol):
     """The run's tokenizer, with its chat template set."""
     data: Any
     """The prepared data: ``data.train`` and ``data.eval`` sequences of examples, plus tokenised forms."""
+    resume_from: Path | None
+    """A verified checkpoint to resume from (``ftx run --resume``): pass it to the trainer; else ``None``."""
+    stop_requested: bool
+    """True once SIGTERM/SIGINT arrived: save a checkpoint and stop at the end of the step."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record metrics at a training step; broadcast to ``ftx_log_metrics``."""

@@ -8,6 +8,7 @@ from typing import Any
 from ftx.data.cache import tokenize_prepared
 from ftx.data.tokenize import Tokenized
 from ftx.training import CausalLMCollator, PackedCollator, make_log_callback, quiet_trainer, training_arguments
+from ftx.trainer import with_ftx_guards
 from ftx.watch import watch_callbacks
 from ftx_hookspecs import RunContext, TrainResult
 
@@ -29,7 +30,8 @@ def train_language_model(model: Any, ctx: RunContext, train_on: str) -> TrainRes
     collator = PackedCollator(data_cfg["max_length"], pad) if data_cfg["packing"] else CausalLMCollator(pad)
     sampling = {"train_sampling_strategy": "group_by_length"} if data_cfg.get("group_by_length") else {}
     history: list[dict[str, float]] = []
-    trainer = Trainer(
+    trainer = with_ftx_guards(Trainer)(
+        ctx=ctx,
         model=model,
         args=training_arguments(ctx, **sampling),
         train_dataset=_features(train),
@@ -39,7 +41,8 @@ def train_language_model(model: Any, ctx: RunContext, train_on: str) -> TrainRes
     )
     quiet_trainer(trainer)
     started = time.perf_counter()
-    output = trainer.train()
+    resume = getattr(ctx, "resume_from", None)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     steps = trainer.state.global_step
     per_example = sum(t.trained for t in train) / len(train)
