@@ -40,6 +40,13 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("evaluator", "bleu"): ("ftx-eval-text", "plugins/eval-text"),
     ("evaluator", "chrf"): ("ftx-eval-text", "plugins/eval-text"),
     ("evaluator", "lm-eval"): ("ftx-eval-text", "plugins/eval-text"),
+    ("evaluator", "preference"): ("ftx-preference", "plugins/preference"),
+    ("evaluator", "reward"): ("ftx-rewards", "plugins/rewards"),
+    ("reward", "exact-match"): ("ftx-rewards", "plugins/rewards"),
+    ("reward", "regex"): ("ftx-rewards", "plugins/rewards"),
+    ("reward", "length-penalty"): ("ftx-rewards", "plugins/rewards"),
+    ("reward", "similarity"): ("ftx-rewards", "plugins/rewards"),
+    ("reward", "reward-model"): ("ftx-rewards", "plugins/rewards"),
 }
 
 
