@@ -131,6 +131,9 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
         _, recipe = _load(recipe_path, overrides)
     except FtxError as exc:
         _fail(exc)
+    if hasattr(recipe, "stages"):  # a pipeline (core/ftx/pipeline.py): every stage was validated
+        click.echo(f"{recipe_path}: ok ({len(recipe.stages)} stages)\n{recipe.describe()}")
+        return
     parts = [f"method={recipe.method.name}", f"objective={recipe.objective.name}", f"format={recipe.data_format.name}"]
     if recipe.evaluators:
         parts.append("evaluators=" + ",".join(e.name for e in recipe.evaluators))
@@ -175,6 +178,13 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         def echo(message: str) -> None:
             click.echo(message, err=True)
 
+        if hasattr(recipe, "stages"):  # [[stages]]: SFT -> reward model -> RL, ... (core/ftx/pipeline.py)
+            from .pipeline import run_pipeline, summary_text
+
+            summary = run_pipeline(recipe, manager, output=output, overwrite=overwrite, resume=resume,
+                                   trust_remote_code=trust_remote_code, echo=echo)
+            click.echo(summary_text(summary, (Path(output) if output else recipe.output_dir).resolve()))
+            return
         metrics = run_recipe(recipe, manager, output=output, overwrite=overwrite, resume=resume,
                              trust_remote_code=trust_remote_code, echo=echo)
     except FtxError as exc:

@@ -84,10 +84,16 @@ def _expected(err: Mapping[str, Any]) -> str:
     return f"{err.get('msg', 'invalid value').lower()}{got_text}"
 
 
-def validation_problems(model: type[BaseModel], table: Mapping[str, Any], prefix: str) -> tuple[Any, list[Problem]]:
-    """Validate ``table`` against ``model``; return the instance (or None) and problems with full paths."""
+def validation_problems(
+    model: type[BaseModel], table: Mapping[str, Any], prefix: str, context: Mapping[str, Any] | None = None
+) -> tuple[Any, list[Problem]]:
+    """Validate ``table`` against ``model``; return the instance (or None) and problems with full paths.
+
+    ``context`` reaches the model's validators (``info.context``); component options get
+    ``{"registry": registry}`` so they can check names of other components (e.g. an RL objective's rewards).
+    """
     try:
-        return model.model_validate(dict(table)), []
+        return model.model_validate(dict(table), context=dict(context) if context is not None else None), []
     except ValidationError as exc:
         problems = []
         fields = list(model.model_fields)
@@ -117,7 +123,7 @@ def _select(
         problems.extend(exc.problems)
         return None
     rest = {k: v for k, v in table.items() if k != key}
-    options, errs = validation_problems(found.spec.options, rest, path)
+    options, errs = validation_problems(found.spec.options, rest, path, {"registry": registry})
     problems.extend(errs)
     if options is None:
         return None
@@ -282,4 +288,8 @@ def load_recipe(path: Path | str, registry: Registry, overrides: Iterable[str] =
     """Read, override and validate a recipe file."""
     path = Path(path)
     data = apply_overrides(read_toml(path), overrides)
+    if "stages" in data:  # a pipeline: every stage is validated as a recipe of its own
+        from ..pipeline import build_pipeline
+
+        return build_pipeline(data, registry, path=path)  # type: ignore[return-value]
     return build_recipe(data, registry, path=path)

@@ -158,4 +158,5 @@ TOP_LEVEL: dict[str, str] = {
     "evaluators": "component list",
     "evaluation": "table",
     "output": "table",
+    "stages": "table list",
 }

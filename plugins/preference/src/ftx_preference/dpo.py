@@ -1,0 +1,104 @@
+"""The ``dpo`` objective on TRL's DPOTrainer, fed from ftx's prepared preference examples."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from ftx.errors import DataError
+from ftx.training import make_log_callback, quiet_trainer, training_arguments
+from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
+
+from . import DPOOptions
+
+
+def conversational_rows(examples: list[PreferenceExample]) -> list[dict[str, Any]]:
+    """TRL's conversational preference rows: the prompt turns, and each answer as an assistant turn."""
+    return [
+        {
+            "prompt": list(e.prompt),
+            "chosen": [{"role": "assistant", "content": e.chosen}],
+            "rejected": [{"role": "assistant", "content": e.rejected}],
+        }
+        for e in examples
+    ]
+
+
+def is_peft_model(model: Any) -> bool:
+    """A peft-wrapped model (lora, qlora, dora methods)."""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def reference_model(model: Any, options: DPOOptions) -> Any:
+    """The frozen reference, or ``None`` where TRL needs none.
+
+    * adapters: TRL computes the reference with a frozen copy of the adapter (the base is shared);
+    * ``precompute_ref_log_probs``: the log-probs are computed once from the model before training;
+    * otherwise a frozen copy of the model as it is now, with the same head, dtype and embeddings.
+    """
+    if is_peft_model(model) or options.precompute_ref_log_probs:
+        return None
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+class DPOObjective:
+    """Direct preference optimisation: raise log p(chosen) - log p(rejected) relative to the reference."""
+
+    def __init__(self, options: DPOOptions) -> None:
+        self.options = options
+
+    def train(self, model: Any, ctx: RunContext) -> TrainResult:
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
+        evals = [e for e in ctx.data.eval if isinstance(e, PreferenceExample)]
+        if not train:
+            raise DataError("the dpo objective needs preference examples (data.format = \"preference\")")
+        opts = self.options
+        loss_type = [opts.loss_type] if isinstance(opts.loss_type, str) else list(opts.loss_type)
+        args = training_arguments(
+            ctx, DPOConfig,
+            beta=opts.beta,
+            loss_type=loss_type,
+            loss_weights=opts.loss_weights,
+            label_smoothing=opts.label_smoothing,
+            precompute_ref_log_probs=opts.precompute_ref_log_probs,
+            max_length=int(ctx.recipe["data"]["max_length"]),
+            remove_unused_columns=True,
+        )
+        history: list[dict[str, float]] = []
+        ref = reference_model(model, opts)
+        ctx.echo("  reference: " + ("frozen adapter copy over the shared base" if is_peft_model(model)
+                                    else "precomputed log-probs" if ref is None else "frozen copy of the model"))
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref,
+            args=args,
+            train_dataset=Dataset.from_list(conversational_rows(train)),
+            eval_dataset=Dataset.from_list(conversational_rows(evals)) if evals and args.eval_strategy != "no" else None,
+            processing_class=ctx.tokenizer,
+            callbacks=[make_log_callback(ctx, history)],
+        )
+        quiet_trainer(trainer)
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+        if is_peft_model(model) and "ref" in getattr(model, "peft_config", {}):
+            model.delete_adapter("ref")  # TRL's frozen reference copy; only the trained adapter is saved
+        metrics: dict[str, float] = {
+            "train_loss": float(output.training_loss),
+            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), float(output.training_loss)),
+            "steps": float(trainer.state.global_step),
+            "train_seconds": round(seconds, 2),
+            "pairs": float(len(train)),
+        }
+        for key in ("rewards/margins", "rewards/accuracies"):
+            last = next((h[key] for h in reversed(history) if key in h), None)
+            if last is not None:
+                metrics["final_" + key.replace("rewards/", "reward_")] = float(last)
+        del ref
+        return TrainResult(metrics=metrics, history=history)

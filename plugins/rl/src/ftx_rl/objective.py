@@ -1,0 +1,99 @@
+"""The ``rl`` objective on TRL's GRPOTrainer, with ftx rewards as its reward functions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ftx.errors import DataError, RecipeError
+from ftx.training import make_log_callback, quiet_trainer, training_arguments
+from ftx_hookspecs import ChatExample, RunContext, TrainResult
+from ftx_rewards.combine import WeightedReward, build_rewards
+
+from . import RLOptions
+
+
+def _text(item: Any) -> str:
+    """A prompt or completion as TRL passes it (a string or a list of messages) -> the last message's text."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and item:
+        users = [m["content"] for m in item if m.get("role") in ("user", "assistant")]
+        return users[-1] if users else str(item[-1].get("content", ""))
+    return ""
+
+
+def trl_reward_function(reward: WeightedReward) -> Any:
+    """Adapt an ftx reward ``(prompts, completions, references) -> floats`` to TRL's reward-function call."""
+
+    def reward_fn(prompts: Sequence[Any], completions: Sequence[Any], reference: Sequence[str | None] | None = None,
+                  **_: Any) -> list[float]:
+        refs = list(reference) if reference is not None else [None] * len(completions)
+        return reward([_text(p) for p in prompts], [_text(c) for c in completions], refs)
+
+    reward_fn.__name__ = reward.name
+    return reward_fn
+
+
+class RLObjective:
+    """Samples answers, scores them with the rewards, and updates the policy with GRPO."""
+
+    def __init__(self, options: RLOptions) -> None:
+        self.options = options
+
+    def train(self, model: Any, ctx: RunContext) -> TrainResult:
+        opts = self.options
+        rewards = build_rewards(ctx, opts.rewards, opts.reward_model)  # unknown names fail here, before training
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+        per_step = ctx.train.batch_size * ctx.train.grad_accum
+        if per_step % opts.num_generations:
+            raise RecipeError(
+                f"train.batch_size x train.grad_accum ({per_step}) must be a multiple of objective.num_generations "
+                f"({opts.num_generations}): each step trains on whole groups of answers to the same prompt"
+            )
+        chats = [e for e in ctx.data.train if isinstance(e, ChatExample)]
+        if not chats:
+            raise DataError("the rl objective needs prompts: a chat format such as alpaca (the answer is the reference)")
+        rows = [{"prompt": list(e.prompt_messages), "reference": e.reference} for e in chats]
+        args = training_arguments(
+            ctx, GRPOConfig,
+            num_generations=opts.num_generations,
+            max_completion_length=opts.max_completion_length,
+            temperature=opts.temperature,
+            beta=opts.beta,
+            loss_type=opts.loss_type,
+            scale_rewards=opts.scale_rewards,
+            num_iterations=opts.num_iterations,
+            reward_weights=[r.weight for r in rewards],
+            eval_strategy="no",
+            remove_unused_columns=False,
+        )
+        history: list[dict[str, float]] = []
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[trl_reward_function(r) for r in rewards],
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=ctx.tokenizer,
+            callbacks=[make_log_callback(ctx, history)],
+        )
+        quiet_trainer(trainer)
+        ctx.echo(f"  rl: {len(rows)} prompts, {opts.num_generations} answers each, rewards "
+                 + ", ".join(f"{r.name} x{r.weight:g}" for r in rewards))
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+        logged = [h["reward"] for h in history if "reward" in h]
+        metrics: dict[str, float] = {
+            "train_loss": float(output.training_loss),
+            "steps": float(trainer.state.global_step),
+            "train_seconds": round(seconds, 2),
+            "prompts": float(len(rows)),
+        }
+        if logged:
+            metrics["first_sampled_reward"] = float(logged[0])
+            metrics["last_sampled_reward"] = float(logged[-1])
+        return TrainResult(metrics=metrics, history=history)
