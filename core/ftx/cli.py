@@ -166,11 +166,34 @@ def plan(recipe_path: Path, overrides: tuple[str, ...], device: str | None, memo
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in a non-empty run folder.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub when the recipe asks for it.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes on this machine (DDP by default; see [distributed]).")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, help="Machines in the run.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, help="This machine's rank.")
+@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of the rank-0 machine.")
+@click.option("--master-port", type=int, default=29511, show_default=True, help="Port of the rank-0 machine.")
 def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
-        trust_remote_code: bool) -> None:
+        trust_remote_code: bool, nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str,
+        master_port: int) -> None:
     """Fine-tune and evaluate as RECIPE says, writing a run folder."""
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
+    import os
+
+    from .distributed import CHILD_FLAG, launch
+
+    if (nproc_per_node > 1 or nnodes > 1) and not os.environ.get(CHILD_FLAG):
+        try:
+            _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
+        except FtxError as exc:
+            _fail(exc)
+        args = ["run", str(recipe_path), *[f"--set={o}" for o in overrides]]
+        args += [f"--output={output}"] if output else []
+        args += ["--overwrite"] if overwrite else []
+        args += ["--resume"] if resume else []
+        args += ["--trust-remote-code"] if trust_remote_code else []
+        sys.exit(launch(args, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                        master_addr=master_addr, master_port=master_port))
     try:
         manager, recipe = _load(recipe_path, overrides)
         from .runner import run_recipe
@@ -192,6 +215,8 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    if not metrics:  # a rank other than 0 of a distributed run
+        return
     out = Path(output) if output else Path(recipe.output.dir)
     click.echo(_summary(metrics, out.resolve()))
     from .gate import gate_failure

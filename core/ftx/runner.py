@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from .context import Run
+from .distributed import is_main
 from .errors import FtxError, RecipeError, RunError, RunInterrupted
 from .plugins import FtxPluginManager
 from .recipe import Recipe
@@ -89,7 +90,10 @@ def run_recipe(
     from .models.loading import check_remote_code
 
     check_remote_code(recipe.model, trust_remote_code)
-    run_dir = prepare_run_dir(Path(output) if output else Path(recipe.output.dir), overwrite=overwrite, resume=resume)
+    target = Path(output) if output else Path(recipe.output.dir)
+    if not is_main():
+        return _run_worker(recipe, manager, target.expanduser().resolve(), resume)
+    run_dir = prepare_run_dir(target, overwrite=overwrite, resume=resume)
     lock_path = run_dir / "recipe.lock.toml"
     resume_from = None
     if resume and lock_path.exists():
@@ -120,6 +124,16 @@ def run_recipe(
     (run_dir / "error.txt").unlink(missing_ok=True)
     manager.hook.run_end(run, metrics, None)
     return metrics
+
+
+def _run_worker(recipe: Recipe, manager: FtxPluginManager, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Ranks other than 0 train alongside rank 0 and write nothing; they return no metrics."""
+    from .checkpoints import latest_complete
+
+    resume_from = latest_complete(run_dir / "checkpoints", lambda _m: None) if resume else None
+    run = Run(recipe, run_dir, manager, echo_fn=lambda _m: None, resume_from=resume_from)
+    _steps(recipe, run, time.perf_counter())
+    return {}
 
 
 def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
@@ -168,8 +182,9 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     # 5. evaluate before, train, evaluate after
     from .evaluation import Review
 
+    main = is_main()
     review = Review(recipe, run, evaluators)
-    before = review.before(model)
+    before = review.before(model) if main else {}
     echo(f"training: {recipe.objective.name}")
     with stop_on_signals(run):
         result = objective.train(model, run)
@@ -181,6 +196,8 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     if result.model is not None:
         model = result.model
     run.history = result.history
+    if not main:
+        return {}
     after = review.after(model)
 
     # 6. save the model with its tokenizer, chat template and generation config

@@ -91,11 +91,28 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         "disable_tqdm": not os.isatty(2) and not os.environ.get("FTX_PROGRESS"),
         **precision,
     }
+    kwargs.update(_distributed_arguments(ctx))
     if config_class is not None:
         kwargs.setdefault("bf16", False)
         kwargs.setdefault("fp16", False)
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+def _distributed_arguments(ctx: RunContext) -> dict[str, Any]:
+    """``[distributed]`` mapped onto TrainingArguments when the run has several processes."""
+    from .distributed import world_size
+
+    if world_size() == 1:
+        return {}
+    section = ctx.recipe.get("distributed") or {}
+    backend = section.get("backend", "auto")
+    out: dict[str, Any] = {"ddp_backend": ("nccl" if ctx.device == "cuda" else "gloo") if backend == "auto" else backend}
+    if section.get("strategy") == "fsdp":
+        out["fsdp"] = section.get("fsdp", "full_shard auto_wrap")
+    elif section.get("strategy") == "deepspeed":
+        out["deepspeed"] = section.get("deepspeed")
+    return out
 
 
 def _checkpointing_key(cls: Any) -> str:
@@ -120,7 +137,7 @@ def make_log_callback(ctx: RunContext, history: list[dict[str, float]]) -> Any:
 
     class ForwardLogs(TrainerCallback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            if not logs:
+            if not logs or not state.is_world_process_zero:
                 return
             numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and k != "epoch"}
             numeric = {k.replace("learning_rate", "lr"): v for k, v in numeric.items()}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ComponentNotFound, Problem, RecipeError
 from ..registry import Registry
 from .model import Recipe, Selected
-from .schema import SYNONYMS, TOP_LEVEL, DataSection, EvaluationSection, ModelSection, OutputSection, TrainSection
+from .schema import SYNONYMS, TOP_LEVEL, DataSection, DistributedSection, EvaluationSection, ModelSection, OutputSection, TrainSection
 from .toml_io import TOMLDecodeError, loads, read_toml
 
 DATA_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".arrow")
@@ -239,6 +239,11 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     if evaluation is not None and train is not None:
         problems += _check_evaluation(evaluation, evaluators, train, data_section, base)
 
+    distributed, errs = validation_problems(DistributedSection, _table(data, "distributed", problems), "distributed")
+    problems += errs
+    if distributed is not None and distributed.deepspeed:
+        distributed.deepspeed = _resolve_data_path(distributed.deepspeed, base, "distributed.deepspeed", problems)
+
     if problems:
         raise RecipeError(problems, source)
     assert model and data_section and data_format and method and objective and train and output
@@ -248,7 +253,7 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     out = Path(output.dir).expanduser()
     output.dir = str(out if out.is_absolute() else base / out)
     return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base,
-                  evaluation or EvaluationSection())
+                  evaluation or EvaluationSection(), distributed or DistributedSection())
 
 
 def _check_evaluation(

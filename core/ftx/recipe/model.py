@@ -9,7 +9,7 @@ from typing import Any
 from ftx_hookspecs import ComponentSpec, Options
 
 from ..registry import Provenance
-from .schema import DataSection, EvaluationSection, ModelSection, OutputSection, TrainSection
+from .schema import DataSection, DistributedSection, EvaluationSection, ModelSection, OutputSection, TrainSection
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Recipe:
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data: what ``recipe.lock.toml`` records."""
@@ -61,6 +62,7 @@ class Recipe:
             "evaluators": [e.to_dict() for e in self.evaluators],
             "output": self.output.model_dump(mode="json"),
             "evaluation": self.evaluation.model_dump(mode="json"),
+            "distributed": self.distributed.model_dump(mode="json"),
         }
 
     def selected(self) -> list[Selected]:

@@ -149,6 +149,17 @@ SYNONYMS: dict[str, str] = {
 }
 """Common names from other tools, offered as did-you-mean for the ftx key."""
 
+class DistributedSection(Section):
+    """``[distributed]``: how several processes share the training (``ftx run --nproc-per-node N``)."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="ddp replicates the model; fsdp and deepspeed shard it (passed to transformers)"
+    )
+    fsdp: str = Field("full_shard auto_wrap", description="transformers' fsdp option string, for strategy = 'fsdp'")
+    deepspeed: str | None = Field(None, description="a DeepSpeed config file, for strategy = 'deepspeed'")
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="'auto': nccl on CUDA, gloo on CPU")
+
+
 TOP_LEVEL: dict[str, str] = {
     "model": "table",
     "data": "table",
