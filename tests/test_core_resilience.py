@@ -170,3 +170,106 @@ def test_secrets_in_the_environment_reach_no_file_of_the_run(tmp_path, ftx_home)
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     assert len(files) > 5
     assert not [p for p in files if sentinel.encode() in p.read_bytes()]
+
+
+class _OOMOnce:
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.batches: list[int] = []
+
+    def train(self, model, run):
+        import torch
+
+        self.batches.append(run.recipe_obj.train.batch_size)
+        if self.times:
+            self.times -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "trained"
+
+
+def _fake_run(backoff: bool, messages: list[str]):
+    from ftx.recipe.schema import TrainSection
+
+    train = TrainSection(batch_size=8, grad_accum=1, oom_backoff=backoff)
+    return SimpleNamespace(recipe_obj=SimpleNamespace(train=train), echo=messages.append, stop_requested=False)
+
+
+def test_out_of_memory_names_the_knobs():
+    from ftx.runner import _train_with_backoff
+
+    with pytest.raises(RunError, match="out of memory at batch_size = 8: lower train.batch_size.*gradient_checkpointing.*qlora"):
+        _train_with_backoff(_OOMOnce(1), None, _fake_run(False, []))
+
+
+def test_out_of_memory_backoff_keeps_the_effective_batch():
+    from ftx.runner import _train_with_backoff
+
+    messages: list[str] = []
+    run = _fake_run(True, messages)
+    objective = _OOMOnce(2)
+    assert _train_with_backoff(objective, None, run) == "trained"
+    assert objective.batches == [8, 4, 2]
+    train = run.recipe_obj.train
+    assert train.batch_size * train.grad_accum == 8
+    assert "retrying with batch_size = 2, grad_accum = 4" in messages[-1]
+
+
+@pytest.mark.slow
+def test_same_seed_and_threads_give_the_same_weights(uninterrupted, tmp_path):
+    recipe, straight = uninterrupted
+    proc = _ftx("run", str(recipe), "--output", str(tmp_path / "again"))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    a, b = _weights(straight), _weights(tmp_path / "again")
+    assert all((a[k] == b[k]).all() for k in a)
+    logs = [(tmp_path / "again" / "logs.jsonl"), (straight / "logs.jsonl")]
+    losses = [[json.loads(l).get("loss") for l in p.read_text().splitlines()] for p in logs]
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.slow
+def test_killed_three_times_then_resumed_equals_uninterrupted(uninterrupted, tmp_path):
+    import random
+
+    recipe, straight = uninterrupted
+    out = tmp_path / "run"
+    rng = random.Random(0)
+    seen_steps: list[int] = []
+    for kill in range(3):
+        args = ["run", str(recipe), "--output", str(out)] + (["--resume"] if kill else [])
+        proc = _ftx(*args)
+        target = 2 * (kill + 1)  # a checkpoint newer than the last kill's
+        deadline = time.time() + 300
+        while not (out / "checkpoints" / f"checkpoint-{target}" / "ftx-checkpoint.json").exists():
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))  # somewhere in the following steps, perhaps mid-checkpoint
+        proc.kill()
+        proc.communicate()
+        seen_steps.append(target)
+    final = _ftx("run", str(recipe), "--output", str(out), "--resume")
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err[-2000:]
+    a, b = _weights(straight), _weights(out)
+    assert all((a[k] == b[k]).all() for k in a), f"differs after kills at {seen_steps}"
+
+
+def test_torch_load_is_always_weights_only():
+    offenders = []
+    for path in list((REPO / "core").rglob("*.py")) + list((REPO / "plugins").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "torch.load(" in line and "weights_only=True" not in line:
+                offenders.append(f"{path.relative_to(REPO)}:{number}")
+    assert offenders == []
+
+
+def test_remote_code_needs_the_recipe_and_the_command_line():
+    from ftx.errors import RecipeError
+    from ftx.models.loading import check_remote_code
+    from ftx.recipe.schema import ModelSection
+
+    with pytest.raises(RecipeError, match="--trust-remote-code"):
+        check_remote_code(ModelSection(name="x/y", trust_remote_code=True), allowed_on_command_line=False)
+    check_remote_code(ModelSection(name="x/y", trust_remote_code=True), allowed_on_command_line=True)
+    check_remote_code(ModelSection(name="x/y"), allowed_on_command_line=True)

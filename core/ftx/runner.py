@@ -186,8 +186,7 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     review = Review(recipe, run, evaluators)
     before = review.before(model) if main else {}
     echo(f"training: {recipe.objective.name}")
-    with stop_on_signals(run):
-        result = objective.train(model, run)
+    result = _train_with_backoff(objective, model, run)
     if run.stop_requested:
         raise RunInterrupted(
             f"stopped on request after saving a checkpoint in {run.checkpoint_dir}; "
@@ -278,3 +277,44 @@ def stop_on_signals(run: Run) -> Any:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+OOM_ADVICE = (
+    "lower train.batch_size (raise train.grad_accum to keep the effective batch), lower data.max_length, "
+    "set train.gradient_checkpointing = true, or use method 'qlora'; `ftx plan RECIPE` estimates the memory; "
+    "train.oom_backoff = true halves the batch automatically"
+)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _train_with_backoff(objective: Any, model: Any, run: Run) -> Any:
+    """Train; on out-of-memory, halve the batch and double accumulation (same effective batch) when allowed."""
+    train = run.recipe_obj.train
+    while True:
+        try:
+            with stop_on_signals(run):
+                return objective.train(model, run)
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise
+            _free_accelerator_memory()
+            if not (train.oom_backoff and train.batch_size > 1):
+                raise RunError(f"out of memory at batch_size = {train.batch_size}: {OOM_ADVICE}") from exc
+            train.batch_size //= 2
+            train.grad_accum *= 2
+            run.echo(f"out of memory: retrying with batch_size = {train.batch_size}, grad_accum = {train.grad_accum}")
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -88,6 +88,9 @@ class TrainSection(Section):
     max_bad_steps: int = Field(
         5, gt=0, description="NaN/inf steps are skipped with weights unchanged; this many in a row abort the run"
     )
+    oom_backoff: bool = Field(
+        False, description="on out-of-memory, halve batch_size and double grad_accum (same effective batch) and retry"
+    )
     divergence_factor: float = Field(
         10.0, ge=0, description="stop as diverged when the loss exceeds this multiple of the first logged loss; 0 disables"
     )
