@@ -41,13 +41,16 @@ def ftx_register_methods(register):
 '''
 
 
-def make_distribution(root: Path, dist: str, module: str, code: str, entry_name: str | None = None) -> Path:
+def make_distribution(
+    root: Path, dist: str, module: str, code: str, entry_name: str | None = None, requires: tuple[str, ...] = ()
+) -> Path:
     """Write an installed-looking distribution (module + dist-info with an ``ftx`` entry point) under ``root``."""
     (root / module).mkdir(parents=True)
     (root / module / "__init__.py").write_text(textwrap.dedent(code).replace("{module}", module), encoding="utf-8")
     info = root / f"{dist.replace('-', '_')}-0.3.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3\n", encoding="utf-8")
+    requires_lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3\n{requires_lines}", encoding="utf-8")
     (info / "entry_points.txt").write_text(f"[ftx]\n{entry_name or module} = {module}\n", encoding="utf-8")
     return root
 
@@ -175,3 +178,18 @@ def test_new_method_from_a_throwaway_distribution_runs_from_a_recipe(tmp_path, f
     assert 0 < figures["trainable_params"] < figures["total_params"]
     lock = (tmp_path / "run" / "recipe.lock.toml").read_text()
     assert '"method:top-layers" = "ftx-demo-method 0.3"' in lock
+
+
+def test_plugin_built_for_newer_hooks_is_reported_with_versions(site, ftx_home):
+    make_distribution(site, "ftx-future", "ftx_future", DEMO_METHOD, requires=("ftx-hookspecs>=2.1,<3",))
+    make_distribution(site / "ok", "ftx-fine", "ftx_fine", DEMO_METHOD.replace("top-layers", "top-layers-2"),
+                      requires=("ftx-hookspecs>=1,<2",))
+    sys.path.insert(0, str(site / "ok"))
+    try:
+        manager = make_plugin_manager()
+    finally:
+        sys.path.remove(str(site / "ok"))
+    [broken] = [b for b in manager.registry.broken if b.name == "ftx_future"]
+    assert "ftx-future 0.3 needs ftx-hookspecs<3,>=2.1 but 1." in broken.error
+    assert "ftx_future" not in sys.modules  # never imported
+    assert "top-layers-2" in manager.registry.names("method")  # the rest keep working

@@ -225,6 +225,10 @@ def make_plugin_manager(
             )
             if pm.has_plugin(ep.name):
                 continue
+            mismatch = hookspecs_mismatch(dist)
+            if mismatch:
+                manager._mark_broken(info, IncompatiblePlugin(mismatch))
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - reported by `ftx plugins`, fails only its recipes
@@ -238,6 +242,36 @@ def make_plugin_manager(
 
     manager.collect_components()
     return manager
+
+
+class IncompatiblePlugin(Exception):
+    """A plugin built for hook specifications this installation does not have."""
+
+
+def hookspecs_mismatch(dist: Any) -> str | None:
+    """Why ``dist`` cannot work with the installed ``ftx-hookspecs``, or ``None`` when it can."""
+    if dist is None:
+        return None
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import Version
+
+    installed = _dist_version("ftx-hookspecs")
+    if installed is None:
+        return None
+    for line in dist.requires or ():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.name.lower().replace("_", "-") != "ftx-hookspecs":
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if not req.specifier.contains(Version(installed), prereleases=True):
+            name = dist.metadata["Name"]
+            return (f"{name} {dist.version} needs ftx-hookspecs{req.specifier} but {installed} is installed; "
+                    f"upgrade ftx (pip install -U ftx ftx-hookspecs) or install a {name} built for {installed}")
+    return None
 
 
 def _dist_version(name: str) -> str | None:
