@@ -171,6 +171,7 @@ TOP_LEVEL: dict[str, str] = {
     "train": "table",
     "evaluators": "component list",
     "evaluation": "table",
+    "distributed": "table",
     "output": "table",
     "stages": "table list",
 }
