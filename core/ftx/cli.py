@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .errors import FtxError
 
-CORE_COMMANDS = ("run", "validate", "plugins", "eval", "plan")
+CORE_COMMANDS = ("run", "validate", "plugins", "eval", "plan", "export", "chat", "generate", "serve")
 
 
 def _manager() -> Any:
@@ -336,6 +336,12 @@ def plugins(as_json: bool, show_all: bool) -> None:
     for conflict in conflicts:
         click.secho(f"conflict: {conflict['kind']} {conflict['name']!r} is registered by "
                     + " and ".join(conflict["providers"]), fg="red")
+
+
+from .deploy.commands import COMMANDS as _DEPLOY_COMMANDS  # noqa: E402 - export, chat, generate, serve (no torch)
+
+for _command in _DEPLOY_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,255 @@
+"""``ftx export RUN_DIR --to DIR``: a standalone Hugging Face folder that stops where it should.
+
+The folder holds safetensors weights, the tokenizer with the chat template used in training, and
+a ``generation_config.json`` whose ``eos_token_id`` includes the template's end-of-turn token. An
+adapter run is merged into its base (``--merge``, the default; a QLoRA base is dequantised to the
+compute dtype first, so the merge adds the adapter to the very weights it trained against) or
+copied as an adapter (``--adapter``). Before the folder appears, a smoke test generates greedily
+on held-out prompts with the folder's own template and generation config: every reply must stop
+at an EOS id before a length cap, or nothing is exported and the error says why.
+
+Everything is written to a temporary sibling folder and renamed into place at the end, so DIR
+never holds half an export; a non-empty DIR is replaced only with ``overwrite`` and only when it
+is an earlier export (it holds ``ftx_export.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import __version__
+from ..errors import FtxError, RunError
+from ..rundir import replace_dir, write_json
+from .smoke import check_smoke, default_cap, eval_prompts, run_smoke_test
+from .source import ModelSource, find_model, load_causal_lm, load_tokenizer, pick_device, quiet
+from .stops import as_id_list, template_end_of_turn, token_names
+
+Echo = Callable[[str], None]
+Mode = Literal["auto", "merge", "adapter"]
+EXPORT_MARKER = "ftx_export.json"
+"""Every export holds this file; only such folders may be overwritten."""
+
+
+class ExportRefused(FtxError):
+    """The export cannot start as asked (target folder, mode); nothing was written."""
+
+    exit_code = 2
+
+
+def export_model(
+    path: Path, to: Path, *, mode: Mode = "auto", overwrite: bool = False, smoke_test: bool = True,
+    smoke_prompts: int = 4, smoke_max_tokens: int | None = None, device: str = "auto", echo: Echo = print,
+) -> dict[str, Any]:
+    """Export the model of a run (or model) folder to ``to``; returns what ``ftx_export.json`` holds."""
+    quiet()
+    source = find_model(Path(path))
+    to = _check_target(Path(to), source, overwrite)
+    mode = _check_mode(mode, source)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.", suffix=".tmp", dir=to.parent))
+    try:
+        info = _write_export(source, tmp, mode, echo)
+        if not info["causal_lm"]:
+            echo("smoke test: not applicable (the model has no language-model head)")
+            info["smoke_test"] = "not applicable"
+        elif smoke_test:
+            info["smoke_test"] = _smoke(source, tmp, mode, smoke_prompts, smoke_max_tokens, device, echo)
+        else:
+            echo("smoke test: skipped (--no-smoke-test)")
+            info["smoke_test"] = "skipped"
+        write_json(tmp / EXPORT_MARKER, info)
+        replace_dir(tmp, to)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    echo(f"exported {info['mode']} model to {to}")
+    return info
+
+
+def _check_target(to: Path, source: ModelSource, overwrite: bool) -> Path:
+    """The resolved target folder, refused when it would lose data."""
+    to = to.expanduser().resolve()
+    model_dir = source.model_dir
+    if to == model_dir or model_dir.is_relative_to(to) or to.is_relative_to(model_dir):
+        raise ExportRefused(f"--to {to} overlaps the model being exported ({model_dir}); choose another folder")
+    if to.exists() and not to.is_dir():
+        raise ExportRefused(f"--to {to} exists and is not a folder")
+    if to.exists() and any(to.iterdir()):
+        if not overwrite:
+            raise ExportRefused(f"--to {to} is not empty; pass --overwrite to replace it, or choose another folder")
+        if not (to / EXPORT_MARKER).is_file():
+            raise ExportRefused(f"refusing to overwrite {to}: it is not an ftx export (no {EXPORT_MARKER})")
+    return to
+
+
+def _check_mode(mode: Mode, source: ModelSource) -> Mode:
+    if mode == "adapter" and not source.is_adapter:
+        raise ExportRefused(f"--adapter: {source.model_dir} holds a full model, not an adapter; export it without --adapter")
+    if mode == "auto":
+        return "merge" if source.is_adapter else "auto"
+    return mode
+
+
+def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dict[str, Any]:
+    """Weights, tokenizer and generation config into ``tmp``; the export's description."""
+    config = _model_config(source.model_dir)
+    causal = any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ["ForCausalLM"])
+    tokenizer = load_tokenizer(source.model_dir)
+    if mode == "adapter":
+        shutil.copytree(source.model_dir, tmp, dirs_exist_ok=True)
+        kind, model = "adapter", None
+    elif source.is_adapter:
+        model = merged_adapter_model(source, echo)
+        model.save_pretrained(tmp)
+        kind = "merged"
+    elif causal:
+        model = load_causal_lm(source.model_dir, "cpu")
+        model.save_pretrained(tmp)
+        kind = "full"
+    else:
+        for item in source.model_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        kind, model = "full", None
+    tokenizer.save_pretrained(tmp)
+    info: dict[str, Any] = {
+        "ftx": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": str(source.run_dir or source.model_dir), "mode": kind, "causal_lm": causal,
+    }
+    if causal:
+        info.update(write_generation_config(tmp, source.model_dir, model, tokenizer, echo))
+    return info
+
+
+def _model_config(model_dir: Path) -> dict[str, Any]:
+    """The saved ``config.json`` (an adapter's is its base's; it is a causal LM unless peft says otherwise)."""
+    file = model_dir / "config.json"
+    if file.is_file():
+        return json.loads(file.read_text(encoding="utf-8"))
+    adapter = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    if adapter.get("task_type") == "SEQ_CLS":
+        return {"architectures": ["ForSequenceClassification"]}
+    return {}
+
+
+def write_generation_config(folder: Path, model_dir: Path, model: Any, tokenizer: Any, echo: Echo) -> dict[str, Any]:
+    """Save a generation config whose EOS ids include the template's end-of-turn token; say what was added."""
+    from transformers import GenerationConfig
+
+    saved = model_dir / "generation_config.json"
+    if saved.is_file():
+        config = GenerationConfig.from_pretrained(str(model_dir))
+    elif model is not None and getattr(model, "generation_config", None) is not None:
+        config = GenerationConfig.from_dict(model.generation_config.to_dict())
+    else:
+        config = GenerationConfig()
+    before = as_id_list(config.eos_token_id)
+    end = template_end_of_turn(tokenizer)
+    wanted = list(before)
+    for token in (tokenizer.eos_token_id, end):
+        if token is not None and token not in wanted:
+            wanted.append(int(token))
+    if not wanted:
+        raise RunError(f"{model_dir}: neither the generation config, the tokenizer nor the chat template names an "
+                       "end-of-sequence token; generation could never stop")
+    added = [t for t in wanted if t not in before]
+    if added:
+        echo(f"generation config: added {token_names(tokenizer, added)} to eos_token_id {before}")
+    config.eos_token_id = wanted
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(folder)
+    return {"eos_token_id": wanted, "end_of_turn": None if end is None else
+            {"id": end, "token": tokenizer.convert_ids_to_tokens(end)}}
+
+
+def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | None, device: str, echo: Echo
+           ) -> dict[str, Any]:
+    """Load the export as users will, generate on held-out prompts, and fail unless every reply stopped."""
+    from transformers import GenerationConfig
+
+    from .source import load_for_inference
+
+    prompts, refs, origin = eval_prompts(source.run_dir, count, echo)
+    device = pick_device(device)
+    if mode == "adapter":
+        model, _ = load_for_inference(ModelSource(tmp, source.run_dir), device=device, echo=echo)
+    else:
+        model = load_causal_lm(tmp, device)
+    tokenizer = load_tokenizer(tmp)
+    eos_ids = as_id_list(GenerationConfig.from_pretrained(str(tmp)).eos_token_id)
+    cap = cap or default_cap(tokenizer, refs)
+    report = run_smoke_test(model, tokenizer, prompts, eos_ids=eos_ids, max_new_tokens=cap, prompt_source=origin)
+    check_smoke(report, tokenizer)
+    longest = max(len(g.token_ids) for g in report.generations)
+    echo(f"smoke test: {len(report.generations)} of {len(report.generations)} greedy replies ({origin}) stopped at an "
+         f"EOS id; longest {longest} of {cap} tokens")
+    return report.as_dict()
+
+
+def merged_adapter_model(source: ModelSource, echo: Echo) -> Any:
+    """The adapter merged into an unquantised base in the compute dtype, as a plain transformers model.
+
+    A run's adapter is first loaded as it trained; when its base was quantised (QLoRA), every 4-bit
+    or 8-bit layer is dequantised into a fresh unquantised base before the adapter is put on it and
+    merged, so the merged weights are the trained ones and not those of the original base.
+    """
+    from peft import PeftModel
+
+    from .source import load_for_inference
+
+    peft_model, tokenizer = load_for_inference(source, device="cpu", echo=echo)
+    base = peft_model.get_base_model()
+    quantized = {name.replace(".base_layer", ""): m for name, m in base.named_modules() if _is_quantized_linear(m)}
+    if quantized:
+        dtype = base.get_input_embeddings().weight.dtype
+        echo(f"merge: dequantising {len(quantized)} quantised layers to {str(dtype).replace('torch.', '')}")
+        weights = {name: _dequantized_weight(m).to("cpu", dtype) for name, m in quantized.items()}
+        plain = _plain_base(source, tokenizer, dtype, echo)
+        for name, weight in weights.items():
+            target = plain.get_submodule(name).weight
+            if tuple(target.shape) != tuple(weight.shape):
+                raise RunError(f"merge: dequantised {name} has shape {tuple(weight.shape)}, the base {tuple(target.shape)}")
+            target.data.copy_(weight)
+        del peft_model, base
+        peft_model = PeftModel.from_pretrained(plain, str(source.model_dir))
+    merged = peft_model.merge_and_unload()
+    return merged.eval()
+
+
+def _is_quantized_linear(module: Any) -> bool:
+    """A bitsandbytes 4-bit or 8-bit linear layer (not peft's LoRA wrapper around one)."""
+    return type(module).__module__.startswith("bitsandbytes") and type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+
+
+def _dequantized_weight(module: Any) -> Any:
+    """A bitsandbytes layer's weight as an ordinary tensor."""
+    import bitsandbytes.functional as bnbf
+
+    weight = module.weight
+    if type(weight).__name__ == "Params4bit":
+        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+    scale = getattr(weight, "SCB", None) if getattr(weight, "SCB", None) is not None else getattr(module.state, "SCB", None)
+    if scale is None:
+        raise RunError("merge: cannot dequantise an 8-bit layer without its scale (SCB)")
+    return weight.data.float() * scale.float().unsqueeze(1) / 127.0
+
+
+def _plain_base(source: ModelSource, tokenizer: Any, dtype: Any, echo: Echo) -> Any:
+    """The adapter's base model, unquantised, in ``dtype`` on the CPU, with the run's vocabulary size."""
+    from ..plugins import make_plugin_manager
+    from .source import base_model_of
+
+    registry = make_plugin_manager().registry
+    model = load_causal_lm(base_model_of(source, registry, echo), "cpu", dtype=dtype)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -1,0 +1,213 @@
+"""``ftx serve``: an OpenAI-compatible HTTP server on FastAPI and uvicorn.
+
+Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (whole or streamed as
+server-sent events, ending with ``data: [DONE]``), ``GET /v1/models`` and ``GET /health``.
+Generation runs in worker threads (Starlette's thread pool for whole replies and for iterating a
+stream), never on the event loop; the engine's lock lets one generation run at a time and the
+others wait their turn. Every error is a JSON body ``{"error": {"message", "type", "param",
+"code"}}`` with a 4xx status for bad input (malformed JSON, unknown model, a prompt over the
+context length, invalid parameters) or 500 for a failure of ours; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .engine import Engine, Reply, RequestError
+
+
+class _Request(BaseModel):
+    """Parameters shared by both endpoints; unknown OpenAI parameters are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1, description="one choice per request")
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+
+
+def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error shape."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def create_app(engine: Engine) -> Any:
+    """The FastAPI application serving ``engine`` under its name."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app = FastAPI(title=f"ftx serve: {engine.name}", docs_url=None, redoc_url=None)
+    created = int(time.time())
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}"
+                                           .rstrip(": "), code="invalid_json"), status_code=400)
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+                            for e in errors)
+        return JSONResponse(error_body(message, param=param, code="invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind, code=str(exc.status_code)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
+        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        return JSONResponse(error_body(exc.message, kind, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), status_code=500)
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name != engine.name:
+            raise RequestError(f"The model {name!r} does not exist; this server serves {engine.name!r}",
+                               param="model", code="model_not_found", status=404)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": engine.name, "backend": engine.backend}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(engine, created)]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> dict[str, Any]:
+        check_model(name)
+        return _model_card(engine, created)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: ChatRequest) -> Any:
+        check_model(request.model)
+        ids = engine.chat_prompt_ids([m.model_dump() for m in request.messages])
+        return await _respond(request, ids, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest) -> Any:
+        check_model(request.model)
+        prompt = request.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise RequestError("give one prompt per request", param="prompt", code="invalid_value")
+            prompt = prompt[0]
+        return await _respond(request, engine.text_prompt_ids(prompt), chat=False)
+
+    async def _respond(request: _Request, ids: list[int], *, chat: bool) -> Any:
+        options = {
+            "max_tokens": engine.budget(len(ids), request.max_completion_tokens or request.max_tokens),
+            "temperature": request.temperature, "top_p": request.top_p, "seed": request.seed,
+            "stop": [request.stop] if isinstance(request.stop, str) else list(request.stop or []),
+        }
+        if request.stream:
+            usage = bool((request.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_sse(engine, ids, options, chat, usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        reply = await run_in_threadpool(lambda: engine.generate(ids, **options))
+        return _whole(engine.name, reply, chat)
+
+    return app
+
+
+def _model_card(engine: Engine, created: int) -> dict[str, Any]:
+    card: dict[str, Any] = {"id": engine.name, "object": "model", "created": created, "owned_by": "ftx"}
+    if engine.context_length:
+        card["max_model_len"] = engine.context_length
+    return card
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def _whole(model: str, reply: Reply, chat: bool) -> dict[str, Any]:
+    """A complete (non-streamed) response body."""
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": reply.text},
+                                  "finish_reason": reply.finish_reason, "logprobs": None}
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [choice], "usage": _usage(reply)}
+    choice = {"index": 0, "text": reply.text, "finish_reason": reply.finish_reason, "logprobs": None}
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": [choice], "usage": _usage(reply)}
+
+
+def _sse(engine: Engine, ids: list[int], options: dict[str, Any], chat: bool, usage: bool) -> Iterator[str]:
+    """Server-sent events of a streamed response (a plain iterator: Starlette runs it in a thread)."""
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(choice: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> str:
+        body: dict[str, Any] = {"id": rid, "object": kind, "created": created, "model": engine.name,
+                                "choices": [choice] if choice else []}
+        if extra:
+            body.update(extra)
+        return f"data: {json.dumps(body)}\n\n"
+
+    def piece(text: str, finish: str | None = None) -> dict[str, Any]:
+        if chat:
+            return {"index": 0, "delta": {"content": text} if text or finish is None else {},
+                    "finish_reason": finish, "logprobs": None}
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+    if chat:
+        yield event({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None})
+    try:
+        for item in engine.stream(ids, **options):
+            if isinstance(item, Reply):
+                yield event(piece("", item.finish_reason))
+                if usage:
+                    yield event(None, {"usage": _usage(item)})
+            else:
+                yield event(piece(item))
+    except Exception as exc:  # noqa: BLE001 - headers are sent; report the failure in the stream
+        yield f"data: {json.dumps(error_body(f'generation failed: {type(exc).__name__}: {exc}', 'server_error'))}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
