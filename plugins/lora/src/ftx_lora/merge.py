@@ -33,7 +33,10 @@ def _plain_tensor(param: Any) -> Any:
     if type(param).__name__ == "Params4bit":
         import bitsandbytes.functional as bnbf
 
-        return bnbf.dequantize_4bit(param.data, param.quant_state)
+        data, state = param.data, param.quant_state
+        if getattr(state, "packing_format_for_cpu", False):  # bitsandbytes' CPU inference layout: undo on a copy
+            data, state = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), copy.deepcopy(state))
+        return bnbf.dequantize_4bit(data, state)
     if type(param).__name__ == "Int8Params":
         scale = getattr(param, "SCB", None)
         if scale is None:

@@ -157,6 +157,12 @@ class QLoraMethod(LoraMethod):
                 f"method 'qlora': bitsandbytes quantised none of the layers of this {model_type!r} model "
                 "(it has no torch.nn.Linear layers bitsandbytes can replace); use method 'lora' instead"
             )
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                # bitsandbytes repacks 4-bit weights on the first no-grad CPU forward (evaluation) into a
+                # bf16 inference layout whose inverse re-quantises the constants: the evaluated model would
+                # differ from the trained one, and a merge could not recover the exact weights. Keep one layout.
+                module.support_avx512bf16_for_cpu = False
         config = self.lora_config(model)
         model = prepare_model_for_kbit_training(
             model,
