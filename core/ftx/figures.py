@@ -8,16 +8,25 @@ from typing import Any
 
 
 def parameter_figures(model: Any) -> dict[str, Any]:
-    """Trainable and total parameters and weight bytes by dtype (4-bit weights counted as stored)."""
+    """Trainable and total parameters, and weight bytes by dtype.
+
+    bitsandbytes 4-bit weights count as the parameters they hold (from their quant state's shape),
+    stored under ``int4``; their quantisation constants (absmax per block, nested constants with
+    double quantisation, code tables) are real memory too and are counted under ``int4_constants``.
+    """
     trainable = 0
     total = 0
     by_dtype: dict[str, int] = {}
+    seen_constants: set[int] = set()
     for param in model.parameters():
         count = param.numel()
         stored = count * param.element_size()
         quant = getattr(param, "quant_state", None)
-        if quant is not None:  # bitsandbytes Params4bit: packed uint8 holding two 4-bit values
-            count *= 2
+        if quant is not None:  # bitsandbytes Params4bit: packed storage holding two 4-bit values a byte
+            count = _numel(getattr(quant, "shape", None)) or count * param.element_size() * 2
+            constants = _constant_bytes(quant, seen_constants)
+            if constants:
+                by_dtype["int4_constants"] = by_dtype.get("int4_constants", 0) + constants
         total += count
         if param.requires_grad:
             trainable += count
@@ -29,6 +38,33 @@ def parameter_figures(model: Any) -> dict[str, Any]:
         "trainable_share": round(trainable / total, 6) if total else 0.0,
         "weight_bytes": by_dtype,
     }
+
+
+def _numel(shape: Any) -> int:
+    if shape is None:
+        return 0
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def _constant_bytes(quant: Any, seen: set[int]) -> int:
+    """Bytes of a quant state's tensors (and its nested state's), each shared tensor counted once."""
+    total = 0
+    for state in (quant, getattr(quant, "state2", None)):
+        if state is None:
+            continue
+        for name in ("absmax", "code", "offset"):
+            tensor = getattr(state, name, None)
+            if tensor is None or not hasattr(tensor, "data_ptr"):
+                continue
+            key = tensor.data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def peak_memory(device: str) -> dict[str, float]:
