@@ -39,7 +39,7 @@ def protocol_methods() -> Iterator[tuple[str, str]]:
     from ftx_hookspecs import protocols
 
     for proto in (protocols.Method, protocols.Objective, protocols.DataFormat, protocols.Evaluator,
-                  protocols.Reward, protocols.RunContext):
+                  protocols.Reward, protocols.Logger, protocols.RunContext):
         for name, member in vars(proto).items():
             if callable(member) and (not name.startswith("_") or name == "__call__"):
                 yield proto.__name__, format_signature(member, name, drop_self=True)

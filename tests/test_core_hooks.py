@@ -20,6 +20,7 @@ from ftx_hookspecs import (
     CommandSpec,
     DataFormatSpec,
     EvaluatorSpec,
+    LoggerSpec,
     MethodSpec,
     ObjectiveSpec,
     Options,
@@ -305,3 +306,57 @@ def test_ftx_checkpoint_saved(tmp_path, ftx_home):
     saved = recorder.named("checkpoint_saved")
     assert [s["step"] for s in saved] == [2, 4]
     assert all(s["complete"] and s["path"].parent == tmp_path / "run" / "checkpoints" for s in saved)
+
+
+class LabelOptions(Options):
+    label: str = ""
+
+
+class RecordingLogger:
+    """A logger (``[[loggers]] use = "test-logger"``) that records what the core tells it."""
+
+    events: list[tuple[Any, ...]] = []
+
+    def __init__(self, options):
+        self.label = options.label
+
+    def start(self, run):
+        RecordingLogger.events.append(("start", self.label, run.recipe["loggers"][0]["use"]))
+
+    def log_metrics(self, run, step, metrics):
+        RecordingLogger.events.append(("log", step, dict(metrics)))
+
+    def end(self, run, metrics, error):
+        RecordingLogger.events.append(("end", {"before", "after", "train"} <= set(metrics or {}), error))
+
+
+class LoggerRegistrar:
+    @hookimpl
+    def ftx_register_loggers(self, register):
+        register(LoggerSpec("test-logger", "Records events.", "tests.test_core_hooks:RecordingLogger", LabelOptions))
+
+
+def test_ftx_register_loggers(tmp_path, ftx_home):
+    from ftx.errors import RecipeError
+    from ftx.runner import run_recipe
+
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) for i in range(5)) + "\n")
+    cfg = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
+    base = (f'[model]\nname = "builtin:tiny-llama"\nconfig = {{{cfg}}}\n'
+            '[data]\nformat = "test-format"\ntrain = "qa.jsonl"\neval = 0.2\n'
+            '[method]\nuse = "test-method"\n[objective]\nuse = "test-objective"\n'
+            '[evaluation]\nforgetting = false\nsamples = 0\n')
+    (tmp_path / "r.toml").write_text(base + '[[loggers]]\nuse = "test-logger"\nlabel = "x"\n')
+    manager = make_plugin_manager(extra_plugins=[Registrar(), LoggerRegistrar()])
+    RecordingLogger.events.clear()
+    run_recipe(manager.load_recipe(tmp_path / "r.toml"), manager, output=tmp_path / "run", echo=lambda m: None)
+    assert [e[0] for e in RecordingLogger.events] == ["start", "log", "end"]
+    assert RecordingLogger.events[0][1:] == ("x", "test-logger")
+    assert RecordingLogger.events[1][1] == 1 and RecordingLogger.events[1][2]["loss"] == 1.5
+    assert RecordingLogger.events[2] == ("end", True, None)
+    assert 'use = "test-logger"' in (tmp_path / "run" / "recipe.lock.toml").read_text()
+
+    (tmp_path / "bad.toml").write_text(base + '[[loggers]]\nuse = "test-loger"\n')
+    with pytest.raises(RecipeError) as err:
+        manager.load_recipe(tmp_path / "bad.toml")
+    assert "loggers[0].use" in str(err.value) and "Did you mean 'test-logger'?" in str(err.value)

@@ -26,7 +26,7 @@ from ftx_hookspecs import PROJECT_NAME, ComponentSpec, specs
 from .registry import BrokenPlugin, Provenance, Registry
 
 ENTRY_POINT_GROUP = PROJECT_NAME
-BUILTIN_PLUGINS: tuple[str, ...] = ("ftx.builtins.console", "ftx.builtins.metrics_log")
+BUILTIN_PLUGINS: tuple[str, ...] = ("ftx.builtins.console", "ftx.builtins.metrics_log", "ftx.builtins.loggers")
 
 REGISTRATION_HOOKS: tuple[str, ...] = (
     "ftx_register_methods",
@@ -35,6 +35,7 @@ REGISTRATION_HOOKS: tuple[str, ...] = (
     "ftx_register_rewards",
     "ftx_register_evaluators",
     "ftx_register_commands",
+    "ftx_register_loggers",
 )
 
 
@@ -140,6 +141,7 @@ def _make_register(registry: Registry, provenance: Provenance, hook_name: str) -
         "ftx_register_rewards": "reward",
         "ftx_register_evaluators": "evaluator",
         "ftx_register_commands": "command",
+        "ftx_register_loggers": "logger",
     }[hook_name]
 
     def register(spec: ComponentSpec) -> None:

@@ -10,7 +10,7 @@ from ftx_hookspecs import ComponentSpec
 
 from .errors import ComponentNotFound, Problem
 
-KINDS: tuple[str, ...] = ("method", "objective", "data format", "reward", "evaluator", "command")
+KINDS: tuple[str, ...] = ("method", "objective", "data format", "reward", "evaluator", "command", "logger")
 
 # First-party components and the distribution that ships each, so a recipe naming one that is
 # not installed can say what to install. Third-party names are simply "not installed".
@@ -47,6 +47,8 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("reward", "length-penalty"): ("ftx-rewards", "plugins/rewards"),
     ("reward", "similarity"): ("ftx-rewards", "plugins/rewards"),
     ("reward", "reward-model"): ("ftx-rewards", "plugins/rewards"),
+    ("logger", "tensorboard"): ("ftx-logger-tensorboard", "plugins/logger-tensorboard"),
+    ("logger", "mlflow"): ("ftx-logger-mlflow", "plugins/logger-mlflow"),
 }
 
 

@@ -130,6 +130,15 @@ def _select(
     return Selected(name, found.spec, options, found.provenance, path)
 
 
+def _select_list(registry: Registry, kind: str, raw: Any, path: str, problems: list[Problem]) -> list[Selected]:
+    """An array of tables (``[[loggers]]``), each selecting a component of ``kind`` with ``use``."""
+    if not isinstance(raw, list):
+        problems.append(Problem(path, f"must be an array of tables: [[{path}]] use = \"...\""))
+        return []
+    chosen = [_select(registry, kind, table, f"{path}[{i}]", problems) for i, table in enumerate(raw)]
+    return [c for c in chosen if c is not None]
+
+
 def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem]) -> str:
     candidate = Path(value).expanduser()
     full = candidate if candidate.is_absolute() else base / candidate
@@ -224,6 +233,8 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
         if chosen is not None:
             evaluators.append(chosen)
 
+    loggers = _select_list(registry, "logger", data.get("loggers", []), "loggers", problems)
+
     if objective is not None and data_format is not None:
         want = getattr(objective.spec, "example_kind", "chat")
         have = getattr(data_format.spec, "example_kind", "chat")
@@ -253,7 +264,7 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     out = Path(output.dir).expanduser()
     output.dir = str(out if out.is_absolute() else base / out)
     return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base,
-                  evaluation or EvaluationSection(), distributed or DistributedSection())
+                  evaluation or EvaluationSection(), distributed or DistributedSection(), loggers)
 
 
 def _check_evaluation(

@@ -48,11 +48,14 @@ class Recipe:
     base_dir: Path = field(default_factory=Path.cwd)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
+    loggers: list[Selected] = field(default_factory=list)
+    """``[[loggers]]``: experiment trackers told about the run (built only when selected)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data: what ``recipe.lock.toml`` records."""
         data = self.data.model_dump(mode="json")
         data.update(self.data_format.options.model_dump(mode="json"))
+        loggers = {"loggers": [lg.to_dict() for lg in self.loggers]} if self.loggers else {}
         return {
             "model": self.model.model_dump(mode="json"),
             "data": data,
@@ -63,8 +66,9 @@ class Recipe:
             "output": self.output.model_dump(mode="json"),
             "evaluation": self.evaluation.model_dump(mode="json"),
             "distributed": self.distributed.model_dump(mode="json"),
+            **loggers,
         }
 
     def selected(self) -> list[Selected]:
         """Every component the recipe selects."""
-        return [self.data_format, self.method, self.objective, *self.evaluators]
+        return [self.data_format, self.method, self.objective, *self.evaluators, *self.loggers]

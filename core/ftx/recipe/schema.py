@@ -174,4 +174,5 @@ TOP_LEVEL: dict[str, str] = {
     "distributed": "table",
     "output": "table",
     "stages": "table list",
+    "loggers": "component list",
 }

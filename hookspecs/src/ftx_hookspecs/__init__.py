@@ -13,6 +13,7 @@ from .components import (
     ComponentSpec,
     DataFormatSpec,
     EvaluatorSpec,
+    LoggerSpec,
     MethodSpec,
     NoOptions,
     ObjectiveSpec,
@@ -29,7 +30,7 @@ from .examples import (
     TextExample,
 )
 from .markers import PROJECT_NAME, hookimpl, hookspec
-from .protocols import DataFormat, Evaluator, Method, Objective, Reward, RunContext, TrainResult
+from .protocols import DataFormat, Evaluator, Logger, Method, Objective, Reward, RunContext, TrainResult
 
 try:
     __version__ = version("ftx-hookspecs")
@@ -46,6 +47,8 @@ __all__ = [
     "DataFormatSpec",
     "Evaluator",
     "EvaluatorSpec",
+    "Logger",
+    "LoggerSpec",
     "Example",
     "Message",
     "Method",

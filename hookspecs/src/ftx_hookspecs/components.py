@@ -122,3 +122,10 @@ class CommandSpec(ComponentSpec):
     """An extra ``ftx`` sub-command; the factory returns a ``click.Command`` and is loaded only when invoked."""
 
     kind: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True)
+class LoggerSpec(ComponentSpec):
+    """An experiment tracker (tensorboard, mlflow, ...); builds a :class:`~ftx_hookspecs.Logger`."""
+
+    kind: ClassVar[str] = "logger"

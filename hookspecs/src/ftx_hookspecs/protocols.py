@@ -113,3 +113,21 @@ class Reward(Protocol):
         self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None]
     ) -> list[float]:
         """One float per completion; higher is better."""
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """Tracks a run in an outside tool (TensorBoard, MLflow, ...); selected by ``[[loggers]] use = ...``.
+
+    Built when a run starts, only for the loggers its recipe selects. An exception in a logger is
+    reported once and that logger is switched off: tracking never fails a training run.
+    """
+
+    def start(self, run: RunContext) -> None:
+        """The run folder exists and the model is about to load: open the tracker, record the recipe."""
+
+    def log_metrics(self, run: RunContext, step: int, metrics: Mapping[str, float]) -> None:
+        """Figures logged during training (``loss``, ``eval_loss``, ``lr``, ...) at an optimiser step."""
+
+    def end(self, run: RunContext, metrics: Mapping[str, Any] | None, error: BaseException | None) -> None:
+        """The run ended: ``metrics`` is ``metrics.json`` on success (else ``None``); close the tracker."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         CommandSpec,
         DataFormatSpec,
         EvaluatorSpec,
+        LoggerSpec,
         MethodSpec,
         ObjectiveSpec,
         RewardSpec,
@@ -92,6 +93,17 @@ def ftx_register_commands(register: Callable[[CommandSpec], None]) -> None:
 
     :param register: call once per :class:`~ftx_hookspecs.CommandSpec`; its factory returns a
         ``click.Command`` and is imported only when the command is invoked.
+
+    Called once when the plugin manager starts.
+    """
+
+
+@hookspec
+def ftx_register_loggers(register: Callable[[LoggerSpec], None]) -> None:
+    """Register loggers: experiment trackers a recipe selects with ``[[loggers]] use = ...``.
+
+    :param register: call once per :class:`~ftx_hookspecs.LoggerSpec`; its factory builds a
+        :class:`~ftx_hookspecs.Logger`, and is imported only for runs whose recipe selects it.
 
     Called once when the plugin manager starts.
     """
