@@ -257,7 +257,7 @@ def run_pipeline(
             if failed is not None:
                 raise failed
         except BaseException as exc:
-            summary["stages"][stage.name] = {**entry, "status": "failed", "error": str(exc).splitlines()[0],
+            summary["stages"][stage.name] = {**entry, "status": "failed", "error": str(exc)[:4000],
                                              "seconds": round(time.perf_counter() - stage_started, 2)}
             summary["status"] = "failed"
             summary["seconds"] = round(time.perf_counter() - started, 2)

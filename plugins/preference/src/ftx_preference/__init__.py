@@ -53,6 +53,9 @@ class DPOOptions(Options):
     precompute_ref_log_probs: bool = Field(
         False, description="compute the reference log-probs once before training; no reference model kept in memory"
     )
+    max_prompt_length: int | None = Field(
+        None, gt=0, description="prompts longer than this many tokens are cut from the start; default: half of data.max_length"
+    )
 
     @field_validator("loss_type")
     @classmethod

@@ -11,13 +11,15 @@ from ftx.training import make_log_callback, quiet_trainer, training_arguments
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
 from . import DPOOptions
+from .encoding import fit_prompt
 
 
-def conversational_rows(examples: list[PreferenceExample]) -> list[dict[str, Any]]:
-    """TRL's conversational preference rows: the prompt turns, and each answer as an assistant turn."""
+def conversational_rows(examples: list[PreferenceExample], tokenizer: Any, prompt_budget: int) -> list[dict[str, Any]]:
+    """TRL's conversational preference rows: the prompt turns (shortened from the start to fit
+    ``prompt_budget`` tokens), and each answer as an assistant turn."""
     return [
         {
-            "prompt": list(e.prompt),
+            "prompt": fit_prompt(tokenizer, e.prompt, prompt_budget),
             "chosen": [{"role": "assistant", "content": e.chosen}],
             "rejected": [{"role": "assistant", "content": e.rejected}],
         }
@@ -70,6 +72,7 @@ class DPOObjective:
             max_length=int(ctx.recipe["data"]["max_length"]),
             remove_unused_columns=True,
         )
+        budget = opts.max_prompt_length or args.max_length // 2
         history: list[dict[str, float]] = []
         ref = reference_model(model, opts)
         ctx.echo("  reference: " + ("frozen adapter copy over the shared base" if is_peft_model(model)
@@ -78,8 +81,9 @@ class DPOObjective:
             model=model,
             ref_model=ref,
             args=args,
-            train_dataset=Dataset.from_list(conversational_rows(train)),
-            eval_dataset=Dataset.from_list(conversational_rows(evals)) if evals and args.eval_strategy != "no" else None,
+            train_dataset=Dataset.from_list(conversational_rows(train, ctx.tokenizer, budget)),
+            eval_dataset=(Dataset.from_list(conversational_rows(evals, ctx.tokenizer, budget))
+                          if evals and args.eval_strategy != "no" else None),
             processing_class=ctx.tokenizer,
             callbacks=[make_log_callback(ctx, history)],
         )

@@ -29,14 +29,37 @@ def prompt_text(prompt: Messages) -> str:
     return "\n".join(m["content"] for m in prompt)
 
 
+def fit_prompt(tokenizer: Any, prompt: Messages, budget: int) -> list[dict[str, str]]:
+    """The prompt, its longest turn cut from the start until the rendered prompt fits ``budget`` tokens.
+
+    Long questions (real preference data) would otherwise leave no room for the answers, which
+    are what a preference is about; the end of a question is usually closest to what is answered.
+    """
+    turns = [dict(m) for m in prompt]
+    for _ in range(4):
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        excess = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - budget
+        if excess <= 0:
+            break
+        longest = max(range(len(turns)), key=lambda i: len(turns[i]["content"]))
+        ids = tokenizer(turns[longest]["content"], add_special_tokens=False)["input_ids"]
+        turns[longest]["content"] = tokenizer.decode(ids[min(len(ids), excess + 2):])
+    return turns
+
+
 def encode(tokenizer: Any, prompt: Messages, answer: str, style: str, max_length: int) -> list[int]:
-    """Token ids of one prompt and answer, truncated to ``max_length`` (keeping the start)."""
+    """Token ids of one prompt and answer, truncated to ``max_length``.
+
+    A prompt longer than half of ``max_length`` is shortened from its start first, so the answer
+    (what is being judged) is kept.
+    """
     if style == "plain":
         enc = tokenizer(prompt_text(prompt), answer, truncation="only_first", max_length=max_length)
         ids = list(enc["input_ids"])
         if len(ids) > max_length:  # the answer alone is too long
             ids = ids[:max_length]
         return ids
+    prompt = fit_prompt(tokenizer, prompt, max_length // 2)
     text = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return ids[:max_length]

@@ -22,9 +22,12 @@ def answer_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[
     from ftx.data.tokenize import IGNORE_INDEX, tokenize_chat
     from ftx.training import CausalLMCollator
 
+    from .encoding import fit_prompt
+
     items = []
     for prompt, answer in zip(prompts, answers):
-        tok = tokenize_chat(tokenizer, ChatExample([*prompt, {"role": "assistant", "content": answer}]), "last")
+        turns = fit_prompt(tokenizer, prompt, max_length // 2)
+        tok = tokenize_chat(tokenizer, ChatExample([*turns, {"role": "assistant", "content": answer}]), "last")
         items.append({"input_ids": tok.input_ids[:max_length], "labels": tok.labels[:max_length]})
     collate = CausalLMCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
