@@ -49,3 +49,4 @@ def test_every_reward_is_registered_and_built_through_the_registry(plugin_manage
     run.manager = plugin_manager
     reward = run.build_component("reward", "length-penalty", {"max": 3})
     assert reward(["p"], ["abcdef"], [None]) == [-1.0]
+

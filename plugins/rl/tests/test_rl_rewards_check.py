@@ -64,3 +64,43 @@ def test_unknown_reward_fails_at_run_start_without_a_registry_at_validation(plug
     run.manager = plugin_manager
     with pytest.raises(RecipeError, match="unknown reward 'shout'.*Installed rewards: exact-match"):
         objective.train(model=None, ctx=run)
+
+
+class _Shout:
+    def __init__(self, options):
+        self.bonus = options.bonus
+
+    def __call__(self, prompts, completions, references):
+        return [self.bonus if c.isupper() else 0.0 for c in completions]
+
+
+def test_a_third_party_reward_is_a_few_lines_and_rl_recipes_accept_it(ftx_home):
+    """The docstring's example: a plugin registers a reward; rl options validate against the registry."""
+    import sys
+    import types
+
+    from ftx.plugins import make_plugin_manager
+    from ftx.recipe.loader import validation_problems
+    from ftx_hookspecs import Options, RewardSpec, hookimpl
+    from ftx_rl import RLOptions
+
+    class ShoutOptions(Options):
+        bonus: float = 1.0
+
+    plugin = types.ModuleType("shout_plugin")
+    plugin._Shout = _Shout
+
+    @hookimpl
+    def ftx_register_rewards(register):
+        register(RewardSpec("shout", "Rewards answers in capitals.", f"{__name__}:_Shout", ShoutOptions))
+
+    plugin.ftx_register_rewards = ftx_register_rewards
+    sys.modules.setdefault("shout_plugin", plugin)
+    manager = make_plugin_manager(extra_plugins=[plugin])
+    context = {"registry": manager.registry}
+    options, problems = validation_problems(RLOptions, {"rewards": [{"use": "shout", "bonus": 2.0}]}, "objective", context)
+    assert not problems and options.rewards[0].use == "shout"
+    _, problems = validation_problems(RLOptions, {"rewards": [{"use": "shout", "bonnus": 2.0}]}, "objective", context)
+    assert problems and "bonnus" in problems[0].message
+    spec = manager.registry.get("reward", "shout").spec
+    assert spec.build(ShoutOptions(bonus=2.0))(["p", "p"], ["HEY", "hey"], [None, None]) == [2.0, 0.0]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ftx_hookspecs import EvaluatorSpec, Options, RewardSpec, hookimpl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ExactMatchRewardOptions(Options):
@@ -130,6 +130,12 @@ class RewardEvalOptions(Options):
     @classmethod
     def _known_rewards(cls, value: list[RewardUse], info: ValidationInfo) -> list[RewardUse]:
         return check_rewards(value, info)
+
+    @model_validator(mode="after")
+    def _some_reward(self) -> RewardEvalOptions:
+        if not self.rewards and not self.reward_model:
+            raise ValueError("name at least one reward: rewards = [{use = \"exact-match\"}] or reward_model = \"<run folder>\"")
+        return self
 
 
 REWARDS = (
