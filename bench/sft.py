@@ -1,0 +1,158 @@
+"""B1: ftx SFT training speed ÷ a plain TRL SFTTrainer script ÷ a hand-written PyTorch loop,
+on the same model, data, batch size, sequence length and steps; and data loading ÷ step time.
+
+    python bench/sft.py [--model builtin:small-llama] [--steps 40] [--repeats 2]
+
+Each figure is a ratio measured in this one job (the runs are interleaved and the best of each is
+kept), so machine load affects all three alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import REPO, merge_results, print_table
+
+DATA = REPO / "recipes" / "data" / "reverse.jsonl"
+ROWS = 1024
+MAX_LENGTH = 64
+BATCH = 16
+LR = 1e-4
+
+
+def _examples() -> list[Any]:
+    from ftx_formats import AlpacaOptions
+    from ftx_formats.converters import Alpaca
+
+    fmt = Alpaca(AlpacaOptions())
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:ROWS]]
+    return [fmt.to_example(r) for r in rows]
+
+
+def run_ftx(model: str, steps: int, workdir: Path) -> float:
+    """Seconds of ftx's training phase (the sft objective on Trainer, with ftx's guards)."""
+    from ftx.plugins import make_plugin_manager
+    from ftx.runner import run_recipe
+
+    recipe = workdir / "bench.toml"
+    recipe.write_text(
+        f'[model]\nname = "{model}"\n[data]\nformat = "alpaca"\ntrain = "{DATA}"\nlimit = {ROWS + 10}\neval = 0.01\n'
+        f'max_length = {MAX_LENGTH}\n[method]\nuse = "full"\n[objective]\nuse = "sft"\n'
+        f"[train]\nmax_steps = {steps}\nbatch_size = {BATCH}\nlr = {LR}\nlog_every = {steps}\nseed = 1\n"
+    )
+    manager = make_plugin_manager()
+    out = workdir / f"run-{time.time_ns()}"
+    metrics = run_recipe(manager.load_recipe(recipe), manager, output=out, echo=lambda _m: None)
+    return float(metrics["train"]["train_seconds"])
+
+
+def _model_and_tokenizer(model: str) -> tuple[Any, Any]:
+    from ftx.models.loading import resolve_model_path
+    from ftx.recipe.schema import ModelSection
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(ModelSection(name=model))
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def run_trl(model_name: str, steps: int, workdir: Path) -> float:
+    """Seconds of ``SFTTrainer.train()`` on the same rows as prompt/completion conversations."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(1)
+    model, tokenizer = _model_and_tokenizer(model_name)
+    rows = [{"prompt": ex.messages[:-1], "completion": ex.messages[-1:]} for ex in _examples()]
+    config = SFTConfig(
+        output_dir=str(workdir / "trl"), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+        max_length=MAX_LENGTH, logging_steps=steps, save_strategy="no", report_to="none", use_cpu=True,
+        seed=1, bf16=False, fp16=False, disable_tqdm=True, dataset_num_proc=None, optim="adamw_torch",
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    started = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - started
+
+
+def run_loop(model_name: str, steps: int) -> tuple[float, float]:
+    """Seconds of a hand-written loop (AdamW, linear decay, padded batches), and of its batch building alone."""
+    import torch
+    from ftx.data.tokenize import tokenize_all
+    from ftx.training import CausalLMCollator
+
+    torch.manual_seed(1)
+    model, tokenizer = _model_and_tokenizer(model_name)
+    tokens = tokenize_all(tokenizer, _examples(), MAX_LENGTH)
+    features = [{"input_ids": t.input_ids, "labels": t.labels} for t in tokens]
+    collate = CausalLMCollator(tokenizer.pad_token_id)
+    order = list(range(len(features)))
+    random.Random(1).shuffle(order)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    model.train()
+    collate_seconds = 0.0
+    started = time.perf_counter()
+    for step in range(steps):
+        t0 = time.perf_counter()
+        idx = [order[(step * BATCH + i) % len(order)] for i in range(BATCH)]
+        batch = collate([features[i] for i in idx])
+        collate_seconds += time.perf_counter() - t0
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - started, collate_seconds
+
+
+def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="builtin:small-llama")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ftx.training import quiet_libraries
+
+    quiet_libraries()
+    best: dict[str, float] = {"ftx": float("inf"), "trl": float("inf"), "loop": float("inf")}
+    collate = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        run_ftx(args.model, 2, work)  # build and cache the model, warm the code paths
+        for _ in range(args.repeats):
+            best["ftx"] = min(best["ftx"], run_ftx(args.model, args.steps, work))
+            best["trl"] = min(best["trl"], run_trl(args.model, args.steps, work))
+            loop_seconds, collate_seconds = run_loop(args.model, args.steps)
+            best["loop"] = min(best["loop"], loop_seconds)
+            collate = min(collate, collate_seconds)
+    ratio_trl = best["trl"] / best["ftx"]
+    ratio_loop = best["loop"] / best["ftx"]
+    data_share = collate / best["ftx"]
+    figures = {
+        "model": args.model, "steps": args.steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
+        "seconds": {k: round(v, 3) for k, v in best.items()},
+        "ftx_over_trl": round(ratio_trl, 3), "ftx_over_loop": round(ratio_loop, 3),
+        "data_loading_share": round(data_share, 4),
+    }
+    print_table(f"B1: SFT training speed, {args.model}, {args.steps} steps x {BATCH} x <= {MAX_LENGTH} tokens", [
+        ("ftx / TRL SFTTrainer (speed)", f"{ratio_trl:.2f}", ">= 1.0", "yes" if ratio_trl >= 1.0 else "NO"),
+        ("ftx / hand-written loop (speed)", f"{ratio_loop:.2f}", ">= 0.9", "yes" if ratio_loop >= 0.9 else "NO"),
+        ("data loading / step time", f"{data_share:.2%}", "< 5%", "yes" if data_share < 0.05 else "NO"),
+    ])
+    merge_results("B1_sft", figures)
+    return figures
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
