@@ -316,25 +316,52 @@ KNOBS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def _changed(setup: Setup, change: Mapping[str, Any]) -> Setup:
+    values = {}
+    for key, value in change.items():
+        current = getattr(setup, key)
+        values[key] = max(1, int(current * value)) if isinstance(value, float) else value
+    return replace(setup, **values)
+
+
+def _applicable(setup: Setup, change: Mapping[str, Any]) -> bool:
+    new = _changed(setup, change)
+    if new == setup:
+        return False
+    if setup.quant_bits == 4 and "quant_bits" not in change and change.get("method") == "lora":
+        return False
+    return not (change.get("dtype") == "bfloat16" and setup.device == "cpu")
+
+
 def knobs(shape: Shape, setup: Setup, budget: int) -> list[tuple[str, int, bool]]:
-    """Each change that would lower the estimate: ``(what to set, new total bytes, fits)``, best first."""
+    """Each change that would lower the estimate: ``(what to set, new total bytes, fits)``, best first.
+
+    When no single change fits, a last row combines changes (largest saving first) until it fits.
+    """
     base = estimate(shape, setup).total_bytes
     rows = []
     for text, change in KNOBS:
-        values = {}
-        for key, value in change.items():
-            current = getattr(setup, key)
-            values[key] = max(1, int(current * value)) if isinstance(value, float) else value
-        if all(getattr(setup, k) == v for k, v in values.items()):
+        if not _applicable(setup, change):
             continue
-        if setup.quant_bits == 4 and "quant_bits" not in change and values.get("method") == "lora":
-            continue
-        if values.get("dtype") == "bfloat16" and setup.device == "cpu":
-            continue
-        new = estimate(shape, replace(setup, **values)).total_bytes
+        new = estimate(shape, _changed(setup, change)).total_bytes
         if new < base:
             rows.append((text, new, new <= budget))
     rows.sort(key=lambda row: row[1])
+    if base > budget and rows and not any(fits for _, _, fits in rows):
+        current, chosen, total = setup, [], base
+        for _ in range(len(KNOBS)):
+            options = [(estimate(shape, _changed(current, c)).total_bytes, t, c)
+                       for t, c in KNOBS if t not in chosen and _applicable(current, c)]
+            options = [o for o in options if o[0] < total]
+            if not options:
+                break
+            total, text, change = min(options, key=lambda o: o[0])
+            current = _changed(current, change)
+            chosen.append(text)
+            if total <= budget:
+                break
+        if len(chosen) > 1:
+            rows.append(("all of: " + "; ".join(chosen), total, total <= budget))
     return rows
 
 
@@ -382,9 +409,9 @@ def format_report(report: Mapping[str, Any]) -> str:
     if report["knobs"]:
         lines.append("knobs that lower it:" if report["fits"] else "knobs that would make it fit:")
         shown = report["knobs"] if report["fits"] else [k for k in report["knobs"] if k["fits"]] or report["knobs"]
-        for knob in shown[:6]:
+        for knob in shown[:8]:
             mark = "fits" if knob["fits"] else "still too big"
-            lines.append(f"  {knob['set']:<72} -> {format_bytes(knob['total_bytes'])} ({mark})")
+            lines.append(f"  {knob['set']}\n      -> {format_bytes(knob['total_bytes'])} ({mark})")
     for note in report["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)

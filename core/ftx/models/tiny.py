@@ -49,6 +49,17 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 VOCAB_SIZE = 512
 PRETRAIN_TASKS = ("copy", "sort", "first", "last", "upper", "double")
 """Tasks the pre-trained base sees; ``reverse`` is kept out so fine-tuning has something to learn."""
+PRETRAIN_ONLY_TASKS: dict[str, tuple[str, Any]] = {
+    "second": ("Say the second letter.", lambda xs: xs[1:2]),
+    "last_two": ("Say the last two letters.", lambda xs: xs[-2:]),
+    "drop_first": ("Drop the first letter.", lambda xs: xs[1:]),
+    "drop_last": ("Drop the last letter.", lambda xs: xs[:-1]),
+    "swap_ends": ("Swap the first and last letters.", lambda xs: xs[-1:] + xs[1:-1] + xs[:1]),
+}
+"""Positional skills (find a letter by its place, from either end) that adapters can build reversal on."""
+PRETRAIN_VERSION = "2"
+"""Bump when the pre-training data or schedule changes; it keys only pre-trained models' caches."""
+PRETRAIN_LR = 2e-3
 
 
 def builtin_names() -> list[str]:
@@ -66,8 +77,10 @@ def model_config(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 def cache_key(config: Mapping[str, Any], pretrain_steps: int, seed: int = 0) -> str:
     """A short hash of everything that shapes a built-in model."""
-    blob = json.dumps({"config": dict(config), "pretrain": pretrain_steps, "seed": seed, "v": BUILDER_VERSION},
-                      sort_keys=True)
+    key: dict[str, Any] = {"config": dict(config), "pretrain": pretrain_steps, "seed": seed, "v": BUILDER_VERSION}
+    if pretrain_steps:
+        key["pv"] = PRETRAIN_VERSION
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -151,36 +164,65 @@ def _build_model(config: Mapping[str, Any], tokenizer: Any) -> Any:
     return model
 
 
-def pretrain_texts(tokenizer: Any, seed: int = 0) -> Iterator[str]:
-    """An endless mix of chat-formatted tasks (not ``reverse``) and general sentences."""
+def pretrain_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` alpaca rows of each pre-training task (generated ones and positional ones), not ``reverse``."""
     import random
 
-    from ..demo_data import general_text, task_rows
+    from ..demo_data import task_rows
+
+    rows = [row for task in PRETRAIN_TASKS for row in task_rows(task, n, seed=seed)]
+    for name, (instruction, solve) in PRETRAIN_ONLY_TASKS.items():
+        rng = random.Random(f"{name}-{seed}")
+        for _ in range(n):
+            letters = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 7))]
+            rows.append({"instruction": instruction, "input": " ".join(letters), "output": " ".join(solve(letters))})
+    return rows
+
+
+def pretrain_texts(tokenizer: Any, seed: int = 0) -> Iterator[str]:
+    """An endless mix of chat-formatted tasks (two of three) and general sentences (one of three)."""
+    import random
+
+    from ..demo_data import general_text
 
     rng = random.Random(seed)
     round_ = 0
     while True:
-        rows = [(t, r) for t in PRETRAIN_TASKS for r in task_rows(t, 200, seed=1000 + round_)]
+        rows = pretrain_rows(100, seed=1000 + round_)
         rng.shuffle(rows)
-        sentences = list(general_text(len(rows), seed=1000 + round_))
-        for (_, row), sentence in zip(rows, sentences):
+        sentences = iter(general_text(len(rows), seed=1000 + round_))
+        for index, row in enumerate(rows):
             messages = [
                 {"role": "user", "content": f"{row['instruction']}\n{row['input']}"},
                 {"role": "assistant", "content": row["output"]},
             ]
             yield tokenizer.apply_chat_template(messages, tokenize=False)
-            yield sentence + "<|endoftext|>"
+            if index % 2:
+                yield next(sentences) + "<|endoftext|>"
         round_ += 1
 
 
-def pretrain(model: Any, tokenizer: Any, steps: int, batch_size: int = 32, lr: float = 1e-3) -> None:
-    """Pre-train in place with next-token loss on :func:`pretrain_texts`; deterministic for a config."""
+def pretrain(model: Any, tokenizer: Any, steps: int, batch_size: int = 32, lr: float = PRETRAIN_LR) -> None:
+    """Pre-train in place with next-token loss on :func:`pretrain_texts`; deterministic for a config.
+
+    Warm up for 5% of the steps, then a cosine decay to a tenth of ``lr``.
+    """
+    import math
+
     import torch
 
     torch.manual_seed(0)
     texts = pretrain_texts(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.1, 1 - s / steps))
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
     for _ in range(steps):
         batch = tokenizer([next(texts) for _ in range(batch_size)], return_tensors="pt", padding=True,

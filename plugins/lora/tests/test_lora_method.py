@@ -80,6 +80,13 @@ def test_regex_matching_nothing_fails(tiny_model_factory):
     assert adapted == {"q_proj", "v_proj"}
 
 
+def test_target_that_selects_a_non_linear_module_names_it(tiny_model_factory):
+    with pytest.raises(RecipeError, match=r"method.target_modules: .*act_fn.*SiLU"):
+        LoraMethod(LoraOptions(target_modules=r".*\.mlp\..*")).apply(tiny_model_factory(), make_ctx())
+    with pytest.raises(RecipeError, match=r"method.target_modules: .*'mlp'"):
+        LoraMethod(LoraOptions(target_modules=["mlp"])).apply(tiny_model_factory(), make_ctx())
+
+
 def test_unknown_module_to_save_names_the_key(tiny_model_factory):
     with pytest.raises(RecipeError, match="method.modules_to_save"):
         LoraMethod(LoraOptions(modules_to_save=["classifier"])).apply(tiny_model_factory(), make_ctx())

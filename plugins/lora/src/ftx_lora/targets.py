@@ -68,7 +68,8 @@ def resolve_targets(target_modules: list[str] | str, model: Any, key: str = "met
         if not linear:
             raise RecipeError(f"{key}: the model has no linear layers to adapt")
         return "all-linear"
-    names = [name for name, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+    names = list(modules)
     if isinstance(target_modules, list):
         missing = [t for t in target_modules if not any(_matches(n, t) for n in names)]
         if missing:
@@ -76,15 +77,34 @@ def resolve_targets(target_modules: list[str] | str, model: Any, key: str = "met
                 f"{key}: no module named {', '.join(repr(m) for m in missing)} in this model; "
                 f"its linear modules are: {available} (or use 'all-linear')"
             )
-        return list(target_modules)
-    pattern = re.compile(target_modules)
-    if not any(pattern.fullmatch(n) for n in names):
+        matched = [n for n in names if any(_matches(n, t) for t in target_modules)]
+    else:
+        pattern = re.compile(target_modules)
+        matched = [n for n in names if pattern.fullmatch(n)]
+        if not matched:
+            raise RecipeError(
+                f"{key}: the regular expression {target_modules!r} matches no module name (it must match a full "
+                f"name such as {linear[0]!r}); the linear modules are: {available}"
+                if linear else f"{key}: the regular expression {target_modules!r} matches no module name"
+            )
+    unsupported = [n for n in matched if not _adaptable(modules[n])]
+    if unsupported:
+        example = unsupported[0]
         raise RecipeError(
-            f"{key}: the regular expression {target_modules!r} matches no module name (it must match a full "
-            f"name such as {linear[0]!r}); the linear modules are: {available}"
-            if linear else f"{key}: the regular expression {target_modules!r} matches no module name"
+            f"{key}: {target_modules!r} also selects {example!r} ({type(modules[example]).__name__}"
+            f"{f' and {len(unsupported) - 1} more' if len(unsupported) > 1 else ''}), which LoRA cannot adapt; "
+            f"select linear modules only: {available}"
         )
-    return target_modules
+    return list(target_modules) if isinstance(target_modules, list) else target_modules
+
+
+def _adaptable(module: Any) -> bool:
+    """Layers peft's LoRA can wrap: linear (incl. bitsandbytes), embedding, convolution, GPT-2's Conv1D."""
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+             torch.nn.MultiheadAttention)
+    return isinstance(module, kinds) or type(module).__name__ == "Conv1D"
 
 
 def check_modules_to_save(modules: list[str], model: Any, key: str = "method.modules_to_save") -> None:
