@@ -344,5 +344,88 @@ for _command in _DEPLOY_COMMANDS:
     main.add_command(_command)
 
 
+@main.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@click.option("--param", "params", multiple=True, required=True, metavar="KEY=DIST(ARGS)",
+              help="A searched key: loguniform(lo,hi), uniform(lo,hi), int(lo,hi[,step]) or choice(a,b,...); "
+                   "e.g. train.lr=loguniform(1e-5,1e-3). Repeat for more keys.")
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Finished trials wanted in the study (a resumed sweep runs only the missing ones).")
+@click.option("--metric", required=True,
+              help="An evaluator (exact-match = after.exact-match.exact_match), EVALUATOR.FIGURE, or a metrics.json "
+                   "path such as after.loss.loss.")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]),
+              help="Default: minimize losses, perplexities and durations, maximize anything else.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Sweep folder (default: sweeps/<recipe name>); holds study.db and trial-<n>/ run folders.")
+@_set_option
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
+              help="Optuna sampler, seeded with --seed.")
+@click.option("--seed", type=int, help="Sampler seed (default: the recipe's train.seed).")
+@click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True,
+              help="Stop trials whose validation loss (train.eval_every) is worse than the median at that step.")
+@click.option("--prune-after", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Finished trials before pruning starts.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Run the recipe as written as trial 0, to compare the best trial with it.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --output (also automatic when it holds one).")
+@click.option("--overwrite", is_flag=True, help="Delete the sweep in --output and start over.")
+def sweep(recipe_path: Path, params: tuple[str, ...], trials: int, metric: str, direction: str | None,
+          output: Path | None, overrides: tuple[str, ...], sampler: str, seed: int | None, pruner: str,
+          prune_after: int, baseline: bool, resume: bool, overwrite: bool) -> None:
+    """Search hyperparameters of RECIPE with Optuna: one run folder per trial, best recipe in best.toml."""
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+    from .sweep import SweepConfig, parse_params, run_sweep
+
+    try:
+        config = SweepConfig(
+            recipe_path=recipe_path, params=parse_params(params), metric_name=metric, trials=trials,
+            output=(output or Path("sweeps") / recipe_path.stem).expanduser().resolve(), direction=direction,
+            overrides=overrides, sampler=sampler, seed=seed, pruner=pruner, prune_after=prune_after, baseline=baseline)
+        summary = run_sweep(config, resume=resume, overwrite=overwrite, echo=lambda m: click.echo(m, err=True))
+    except FtxError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo(f"summary: {config.output / 'summary.md'}"
+               + (f"\nbest recipe: {config.output / 'best.toml'}" if summary.get("best") else ""))
+
+
+@main.command()
+@click.argument("directory", metavar="[DIR]", required=False, default="runs", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(directory: Path, as_json: bool) -> None:
+    """List run folders under DIR (default: runs) with status, method, objective, after-metrics and seconds."""
+    from .runs_cmd import format_runs, list_runs
+
+    try:
+        rows = list_runs(directory)
+    except FtxError as exc:
+        _fail(exc)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_runs(rows))
+
+
+@main.command()
+@click.argument("run_a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("run_b", metavar="B", type=click.Path(path_type=Path))
+@click.option("--only-diff", is_flag=True, help="Show only the recipe keys and metrics that differ.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare(run_a: Path, run_b: Path, only_diff: bool, as_json: bool) -> None:
+    """Show two runs' recipes (differing keys marked *) and metrics (with B - A) side by side."""
+    from .runs_cmd import compare_runs, format_compare
+
+    try:
+        result = compare_runs(run_a, run_b)
+    except FtxError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    color = sys.stdout.isatty()
+    click.echo(format_compare(result, only_diff=only_diff, color=color), color=color)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
