@@ -96,3 +96,37 @@ def test_sms_spam_classification(shared_data, plugin_manager):
     assert set(labels) == {"ham", "spam"} and labels["ham"] > 4 * labels["spam"] > 0
     assert data.report.total == 5574
     assert sum(data.report.dropped.values()) / 5574 <= 0.05
+
+
+def test_conversation_formats_without_real_files(tmp_path, plugin_manager):
+    import json
+
+    sharegpt = tmp_path / "s.jsonl"
+    sharegpt.write_text("\n".join(json.dumps(r) for r in [
+        {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "u"}, {"from": "gpt", "value": "a"}]},
+        {"conversations": [{"from": "user", "value": "u"}, {"from": "bot", "value": "a"}]},
+        {"conversations": [{"from": "narrator", "value": "u"}, {"from": "gpt", "value": "a"}]},
+    ]) + "\n", encoding="utf-8")
+    data = prepare(plugin_manager, {"format": "sharegpt", "train": str(sharegpt), "eval": 0.4, "max_bad_fraction": 0.5,
+                                    "system": "Default."})
+    examples = data.train + data.eval
+    assert [m["role"] for m in examples[0].messages] in (["system", "user", "assistant"],)
+    assert {ex.messages[0]["content"] for ex in examples} == {"S", "Default."}
+    assert dict(data.report.dropped) == {"unknown role": 1}
+    data = prepare(plugin_manager, {"format": "sharegpt", "train": str(sharegpt), "eval": 0.4,
+                                    "roles": {"narrator": "user"}})
+    assert data.report.kept == 3 and not data.report.dropped
+
+
+def test_hh_rlhf_transcripts_split_at_the_shared_prompt(tmp_path, plugin_manager):
+    import json
+
+    prompt = "\n\nHuman: What is 2+2?\n\nAssistant:"
+    path = tmp_path / "hh.jsonl"
+    rows = [{"chosen": prompt + " It is 4.", "rejected": prompt + " It is 5."},
+            {"chosen": prompt + " Four.", "rejected": prompt + " No idea."}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    data = prepare(plugin_manager, {"format": "preference", "train": str(path), "eval": 0.5})
+    pairs = {(ex.chosen, ex.rejected) for ex in data.train + data.eval}
+    assert pairs == {("It is 4.", "It is 5."), ("Four.", "No idea.")}
+    assert all(ex.prompt[0]["content"].endswith("Assistant:") for ex in data.train + data.eval)

@@ -113,3 +113,19 @@ def test_over_length_drops_count_toward_the_threshold(tmp_path, plugin_manager, 
     result = tokenize_prepared(data, tiny_tokenizer, {**table, "max_bad_fraction": 0.1}, "assistant")
     assert result.dropped == {"over-length": 2}
     assert data.report.dropped["over-length"] == 2 and data.report.kept == 38
+
+
+def test_preference_pairs_fit_max_length_together():
+    from ftx.data.overlength import fit_pair
+
+    prompt, chosen, rejected = list(range(100, 140)), list(range(10)), list(range(20, 50))
+    assert fit_pair(prompt, chosen, rejected, 80) == (prompt, chosen, rejected)  # fits: unchanged
+    p, c, r = fit_pair(prompt, chosen, rejected, 50)
+    assert p == prompt[-20:] and c == chosen and r == rejected  # the prompt's start goes first, for both
+    p, c, r = fit_pair(prompt, chosen, rejected, 30)
+    assert len(p) == 8 and p == prompt[-8:]  # a minimal prompt is kept; then both answers are cut alike
+    assert c == chosen and r == rejected[:22]
+    assert max(len(p) + len(c), len(p) + len(r)) <= 30
+    assert fit_pair(prompt, chosen, rejected, 50, "drop") is None  # the pair goes as a whole
+    with pytest.raises(DataError, match=r"stack.json, row 3: the pair needs 70 tokens, over data.max_length = 50"):
+        fit_pair(prompt, chosen, rejected, 50, "error", where="stack.json, row 3")
