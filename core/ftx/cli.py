@@ -344,6 +344,27 @@ for _command in _DEPLOY_COMMANDS:
     main.add_command(_command)
 
 
+_PLUGIN_KINDS = ("method", "objective", "data-format", "evaluator", "reward", "logger")  # ftx.scaffold.KINDS
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(_PLUGIN_KINDS), help="What the plugin provides.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), help="Where to write it (default: ./ftx-NAME).")
+def new_plugin(name: str, kind: str, directory: Path | None) -> None:
+    """Scaffold a plugin distribution NAME: entry point, hook, a working component and passing tests."""
+    from .scaffold import Names, new_plugin as scaffold
+
+    try:
+        target = scaffold(name, kind, directory)
+    except FtxError as exc:
+        _fail(exc)
+    names = Names.from_name(name)
+    click.echo(f"wrote {names.distribution} ({kind} {names.component!r}) to {target}\n"
+               f"next:\n  pip install -e {target}\n  python -m pytest {target}\n"
+               f"  then use it in a recipe as its README shows")
+
+
 @main.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
 @click.option("--param", "params", multiple=True, required=True, metavar="KEY=DIST(ARGS)",
