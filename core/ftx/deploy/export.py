@@ -16,6 +16,7 @@ is an earlier export (it holds ``ftx_export.json``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -64,12 +65,22 @@ def export_model(
             echo("smoke test: skipped (--no-smoke-test)")
             info["smoke_test"] = "skipped"
         write_json(tmp / EXPORT_MARKER, info)
+        _usual_permissions(tmp)
         replace_dir(tmp, to)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     echo(f"exported {info['mode']} model to {to}")
     return info
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Temporary folders and files are private (0700/0600); an export gets the permissions of any new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for item in folder.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _check_target(to: Path, source: ModelSource, overwrite: bool) -> Path:
@@ -234,7 +245,10 @@ def _dequantized_weight(module: Any) -> Any:
 
     weight = module.weight
     if type(weight).__name__ == "Params4bit":
-        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+        data, state = weight.data, weight.quant_state
+        if getattr(state, "packing_format_for_cpu", False):  # repacked by an eval-mode CPU forward: undo first
+            data, state = bnbf._convert_weight_packed_for_cpu_inverse(data, state)
+        return bnbf.dequantize_4bit(data, state)
     scale = getattr(weight, "SCB", None) if getattr(weight, "SCB", None) is not None else getattr(module.state, "SCB", None)
     if scale is None:
         raise RunError("merge: cannot dequantise an 8-bit layer without its scale (SCB)")

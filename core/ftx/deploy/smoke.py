@@ -80,7 +80,8 @@ def eval_prompts(run_dir: Path | None, count: int, echo: Callable[[str], None]) 
                 return prompts, refs, "eval split"
             echo("smoke test: the run's data has no chat prompts; using generic prompts")
         except Exception as exc:  # noqa: BLE001 - missing data must not block an export; say why
-            echo(f"smoke test: cannot rebuild the run's eval split ({type(exc).__name__}: {exc}); using generic prompts")
+            why = " ".join(str(exc).split())
+            echo(f"smoke test: cannot rebuild the run's eval split ({type(exc).__name__}: {why}); using generic prompts")
     return [list(p) for p in GENERIC_PROMPTS[:count]], [], "generic prompts"
 
 

@@ -1,0 +1,83 @@
+"""Helpers for deploy tests: a run folder whose model has learned to stop, and a served model.
+
+Kept in the package (not in a test module) so that every deploy test module shares one trained
+run per session: :func:`stopping_run` trains into a folder once and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+QUICKSTART = REPO / "recipes" / "quickstart.toml"
+STOPPING_OVERRIDES: tuple[str, ...] = (
+    "model.config={hidden_size=64,intermediate_size=128,num_hidden_layers=2,num_attention_heads=4,num_key_value_heads=2}",
+    "train.max_steps=60", "train.lr=3e-3", "train.batch_size=16", "train.log_every=60",
+    "data.limit=300", "data.max_length=40",
+    "evaluators=[]", "evaluation.forgetting=false", "evaluation.samples=0",
+)
+"""The quickstart, test-sized: 60 steps teach the tiny model to answer and end its turn with <|im_end|>."""
+
+
+def stopping_run(folder: Path, overrides: Sequence[str] = ()) -> Path:
+    """A finished quickstart run in ``folder`` (trained on the first call, reused after)."""
+    from ..plugins import make_plugin_manager
+    from ..runner import run_recipe
+
+    folder = Path(folder)
+    if (folder / "metrics.json").is_file() and (folder / "model").is_dir():
+        return folder
+    manager = make_plugin_manager()
+    recipe = manager.load_recipe(QUICKSTART, [*STOPPING_OVERRIDES, *overrides])
+    run_recipe(recipe, manager, output=folder, overwrite=True, echo=lambda _m: None)
+    return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served(target: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
+    """Run ``ftx serve TARGET`` on 127.0.0.1 and a free port; yield its base URL; always stop it."""
+    port = free_port()
+    command = [sys.executable, "-m", "ftx.cli", "serve", str(target), "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"ftx serve exited with {proc.returncode} before it was ready:\n{out}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ftx serve was not ready within {timeout:.0f}s")
+            time.sleep(0.3)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
