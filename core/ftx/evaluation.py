@@ -17,6 +17,10 @@ from typing import Any
 
 from ftx_hookspecs import ChatExample, Example
 
+CHANCE_SHARE = 0.5
+"""A base model whose general-text perplexity is at least this share of its vocabulary knows no general text
+(an untrained built-in model): the forgetting check is skipped rather than flagging noise."""
+
 SAMPLE_TOKENS = 64
 """Generation budget of the report's samples; equal to the evaluators' default so replies come from the cache."""
 
@@ -174,7 +178,15 @@ class Review:
         scores = evaluate_all(self.evaluators, model, data.eval, self.run, "before", self.skipped)
         self._sample(model, "before", data.eval)
         if self._texts:
-            self.forgetting["before_perplexity"] = text_perplexity(model, self.run.tokenizer, self._texts)
+            perplexity = text_perplexity(model, self.run.tokenizer, self._texts)
+            if perplexity >= CHANCE_SHARE * len(self.run.tokenizer):
+                self.forgetting["skipped"] = (
+                    f"the base model is near chance on general text (perplexity {perplexity:.4g} for "
+                    f"{len(self.run.tokenizer)} tokens): it has no general ability to forget"
+                )
+                self.run.echo(f"  forgetting check skipped: {self.forgetting['skipped']}")
+            else:
+                self.forgetting["before_perplexity"] = perplexity
         shots = [e for e in data.train if isinstance(e, ChatExample)][: self.section.baseline_shots]
         if self.section.baseline_shots and data.eval:
             if len(shots) < self.section.baseline_shots:
@@ -221,7 +233,7 @@ class Review:
         if self.baseline:
             metrics["baseline"] = self.baseline
             metrics["baseline_shots"] = self.section.baseline_shots
-        if "increase" in self.forgetting:
+        if "increase" in self.forgetting or "skipped" in self.forgetting:
             metrics["forgetting"] = self.forgetting
         watch = overfitting_watch(self.run.history, self.section.overfit_tolerance)
         metrics["overfitting"] = watch

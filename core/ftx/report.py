@@ -167,7 +167,10 @@ def render_html(
         parts.append(f"<p class='note'>{html.escape(name)} skipped: {html.escape(reason)}</p>")
 
     forgetting = metrics.get("forgetting")
-    if forgetting:
+    if forgetting and forgetting.get("skipped"):
+        parts.append("<h2>Forgetting check</h2>")
+        parts.append(f"<p class='note'>Skipped: {html.escape(str(forgetting['skipped']))}.</p>")
+    elif forgetting:
         parts.append("<h2>Forgetting check</h2>")
         box = "flag" if forgetting.get("flagged") else "ok"
         verdict = "forgetting flagged" if forgetting.get("flagged") else "no forgetting past the threshold"
