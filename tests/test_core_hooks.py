@@ -336,6 +336,7 @@ class LoggerRegistrar:
         register(LoggerSpec("test-logger", "Records events.", "tests.test_core_hooks:RecordingLogger", LabelOptions))
 
 
+@pytest.mark.slow
 def test_ftx_register_loggers(tmp_path, ftx_home):
     from ftx.errors import RecipeError
     from ftx.runner import run_recipe
