@@ -412,6 +412,10 @@ def sweep(recipe_path: Path, params: tuple[str, ...], trials: int, metric: str, 
         sys.exit(130)
     click.echo(f"summary: {config.output / 'summary.md'}"
                + (f"\nbest recipe: {config.output / 'best.toml'}" if summary.get("best") else ""))
+    if not summary.get("best"):
+        from .errors import RunError
+
+        _fail(RunError(f"no trial completed; see the error.txt of each trial in {config.output}"))
 
 
 @main.command()
