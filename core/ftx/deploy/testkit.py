@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -54,14 +55,15 @@ def served(target: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "ftx.cli", "serve", str(target), "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks on a full pipe
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                out = proc.stdout.read() if proc.stdout else ""
-                raise RuntimeError(f"ftx serve exited with {proc.returncode} before it was ready:\n{out}")
+                log.seek(0)
+                raise RuntimeError(f"ftx serve exited with {proc.returncode} before it was ready:\n{log.read()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -79,5 +81,4 @@ def served(target: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        log.close()
