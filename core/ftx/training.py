@@ -205,7 +205,12 @@ def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
 
 @dataclass
 class PackedCollator:
-    """Packs a batch's examples into as few rows as fit ``max_length`` each, with no padding inside a row.
+    """Packs a batch's examples into as few rows as fit, with no padding inside a row.
+
+    A row holds at most as many tokens as the batch's longest example (and never more than
+    ``max_length``), so a packed batch never computes more than the padded one: fewer rows of the
+    same width. On kernels that attend over a whole row under a mask (CPU sdpa and eager), wider
+    rows would cost more attention than they save in padding.
 
     ``position_ids`` restart at 0 for every example and no ``attention_mask`` is returned:
     transformers then builds a block-diagonal causal mask from the restarts (sdpa, eager and
@@ -213,7 +218,7 @@ class PackedCollator:
     That detection needs the model to run without a KV cache, as ``Trainer`` arranges
     (``use_cache=False``). The first label of each example is ignored, so no loss crosses a
     boundary either. The loss equals the padded batch's (same examples, same trained tokens);
-    only the padding's compute is gone. Rows shorter than the longest are filled with
+    only the padding's compute is gone. Rows shorter than the widest are filled with
     ``pad_token_id`` under label ``-100`` as a separate sequence.
     """
 
@@ -223,7 +228,9 @@ class PackedCollator:
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        rows = pack_rows([len(f["input_ids"]) for f in features], self.max_length)
+        lengths = [len(f["input_ids"]) for f in features]
+        capacity = min(max(lengths), self.max_length) if self.max_length else max(lengths)
+        rows = pack_rows(lengths, capacity)
         width = max(sum(len(features[i]["input_ids"]) for i in row) for row in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
