@@ -53,8 +53,10 @@ class DPOObjective:
         self.options = options
 
     def train(self, model: Any, ctx: RunContext) -> TrainResult:
-        from datasets import Dataset
+        from datasets import Dataset, disable_progress_bars
         from trl import DPOConfig, DPOTrainer
+
+        disable_progress_bars()  # TRL's dataset preparation; ftx prints its own progress
 
         train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
         evals = [e for e in ctx.data.eval if isinstance(e, PreferenceExample)]

@@ -45,8 +45,10 @@ class RLObjective:
     def train(self, model: Any, ctx: RunContext) -> TrainResult:
         opts = self.options
         rewards = build_rewards(ctx, opts.rewards, opts.reward_model)  # unknown names fail here, before training
-        from datasets import Dataset
+        from datasets import Dataset, disable_progress_bars
         from trl import GRPOConfig, GRPOTrainer
+
+        disable_progress_bars()  # TRL's dataset preparation; ftx prints its own progress
 
         per_step = ctx.train.batch_size * ctx.train.grad_accum
         if per_step % opts.num_generations:
