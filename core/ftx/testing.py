@@ -190,7 +190,7 @@ def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
 
 
 def tiny_recipe(
-    train: Path | str,
+    data_file: Path | str,
     format: str = "alpaca",
     *,
     method: str | Mapping[str, Any] = "full",
@@ -199,7 +199,8 @@ def tiny_recipe(
     steps: int = 2,
     **tables: Any,
 ) -> dict[str, Any]:
-    """A test-sized recipe as a dict for ``write_recipe``: the tiny model, ``steps`` steps of batch 4.
+    """A test-sized recipe as a dict for ``write_recipe``: ``data_file`` in ``format``, the tiny model,
+    ``steps`` steps of batch 4.
 
     ``method``, ``objective`` and each evaluator are a name or a whole table (``{"use": ..., ...}``);
     keyword arguments add or replace tables, and a ``data``, ``train`` or ``evaluation`` mapping is
@@ -212,7 +213,7 @@ def tiny_recipe(
 
     recipe: dict[str, Any] = {
         "model": tiny_model_recipe_table(),
-        "data": {"format": format, "train": str(train), "eval": 0.25, "max_length": 64},
+        "data": {"format": format, "train": str(data_file), "eval": 0.25, "max_length": 64},
         "method": table(method),
         "objective": table(objective),
         "train": {"max_steps": steps, "batch_size": 4, "lr": 1e-3, "log_every": 1, "threads": 1},
