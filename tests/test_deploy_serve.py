@@ -150,6 +150,12 @@ def test_bad_input_gets_a_4xx_openai_error_and_the_server_keeps_serving(server, 
         client.post("/no/such/path", body={}, cast_to=object)
     still_serves()
 
+    stream = client.completions.create(model="deploy-stopping-run", prompt="z " * 20, max_tokens=400, stream=True,
+                                       temperature=0)
+    next(iter(stream))
+    stream.close()  # a client that walks away mid-stream must not keep the model busy
+    still_serves()
+
 
 def test_stop_strings_are_cut_even_when_split_across_pieces():
     from ftx.deploy.engine import StopMatcher

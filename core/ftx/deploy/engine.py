@@ -1,9 +1,10 @@
 """Generation for chat, files and the server: one request at a time behind a lock, streamed or whole.
 
 ``Engine.stream`` runs ``model.generate`` in a worker thread and yields text as a
-``TextIteratorStreamer`` decodes it; ``Engine.generate`` joins the pieces. The lock makes
-concurrent requests queue (one model, one generation at a time) while the caller's thread, never
-the server's event loop, waits. Stop strings are matched on the decoded text with a small hold-back
+``TextIteratorStreamer`` decodes it; ``Engine.generate`` joins the pieces. The worker holds a lock
+while it generates, so concurrent requests queue (one model, one generation at a time) while the
+callers' threads, never the server's event loop, wait; a caller that stops reading (a client gone
+mid-stream) cancels its generation at the next token and cannot keep the lock. Stop strings are matched on the decoded text with a small hold-back
 buffer, so a stop string split across tokens is still cut and never streamed.
 """
 
@@ -171,45 +172,43 @@ class Engine:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        with self._lock:
-            if seed is not None:
-                torch.manual_seed(seed)
-            device = next(self.model.parameters()).device
-            inputs = torch.tensor([list(prompt_ids)], device=device)
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            kwargs: dict[str, Any] = {
-                "input_ids": inputs, "attention_mask": torch.ones_like(inputs), "max_new_tokens": max_tokens,
-                "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id, "streamer": streamer,
-                "stopping_criteria": StoppingCriteriaList([_Cancel()]), "use_cache": True,
-                **self._sampling(temperature, top_p),
-            }
-            result: dict[str, Any] = {}
-            worker = threading.Thread(target=self._run, args=(kwargs, streamer, result), daemon=True)
-            worker.start()
-            matcher = StopMatcher(stop)
-            try:
-                for piece in streamer:
-                    text = matcher.feed(piece)
-                    if text:
-                        yield text
-                    if matcher.hit:
-                        cancel.set()
-                        break
-                else:
-                    text = matcher.flush()
-                    if text:
-                        yield text
-            finally:
-                cancel.set()
-                worker.join()
-            if "error" in result:
-                raise result["error"]
-            new = result["output"][0, len(prompt_ids):].tolist()
-            if matcher.hit or (new and new[-1] in self.stop_ids):
-                reason = "stop"
+        device = next(self.model.parameters()).device
+        inputs = torch.tensor([list(prompt_ids)], device=device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs: dict[str, Any] = {
+            "input_ids": inputs, "attention_mask": torch.ones_like(inputs), "max_new_tokens": max_tokens,
+            "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id, "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Cancel()]), "use_cache": True,
+            **self._sampling(temperature, top_p),
+        }
+        result: dict[str, Any] = {}
+        # The worker, not this generator, holds the lock: a consumer that walks away mid-stream (a client
+        # that disconnects) cannot keep it; the worker stops at the next token once ``cancel`` is set.
+        worker = threading.Thread(target=self._run, args=(kwargs, streamer, result, cancel, seed), daemon=True)
+        worker.start()
+        matcher = StopMatcher(stop)
+        try:
+            for piece in streamer:
+                text = matcher.feed(piece)
+                if text:
+                    yield text
+                if matcher.hit:
+                    break
             else:
-                reason = "length"
-            yield Reply("", reason, len(prompt_ids), len(new))
+                text = matcher.flush()
+                if text:
+                    yield text
+        finally:
+            cancel.set()
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        new = result["output"][0, len(prompt_ids):].tolist()
+        if matcher.hit or (new and new[-1] in self.stop_ids):
+            reason = "stop"
+        else:
+            reason = "length"
+        yield Reply("", reason, len(prompt_ids), len(new))
 
     def _sampling(self, temperature: float | None, top_p: float | None) -> dict[str, Any]:
         """Greedy at temperature 0; unset values follow the model's generation config."""
@@ -226,12 +225,21 @@ class Engine:
             out["top_p"] = top_p
         return out
 
-    def _run(self, kwargs: dict[str, Any], streamer: Any, result: dict[str, Any]) -> None:
+    def _run(self, kwargs: dict[str, Any], streamer: Any, result: dict[str, Any], cancel: threading.Event,
+             seed: int | None) -> None:
+        """Generate under the lock (requests queue here); a request cancelled while waiting never starts."""
         import torch
 
         try:
-            with torch.no_grad():
-                result["output"] = self.model.generate(**kwargs)
+            with self._lock:
+                if cancel.is_set():
+                    result["output"] = kwargs["input_ids"]
+                    streamer.end()
+                    return
+                if seed is not None:
+                    torch.manual_seed(seed)
+                with torch.no_grad():
+                    result["output"] = self.model.generate(**kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             result["error"] = exc
             streamer.end()
