@@ -9,7 +9,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from ftx.cli import main
 
 
@@ -39,7 +38,7 @@ def test_chat_through_piped_stdin_keeps_history_and_resets(stopping_run, run_mod
     first, second = "Reverse the letters. k q z", "Reverse the letters. a b c d"
     stdin = f"{first}\n{second}\n/reset\n{second}\n/exit\nnever read\n"
     proc = subprocess.run([sys.executable, "-m", "ftx.cli", "chat", str(stopping_run), "--max-tokens", "32"],
-                          input=stdin, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+                          input=stdin, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.strip() for line in proc.stdout.splitlines()]
 

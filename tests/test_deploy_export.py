@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from ftx.cli import main
 
 PLAIN_LOAD = r"""
@@ -73,7 +72,6 @@ def _fake_run(src: Path, dest: Path, model_dir: Path | None = None) -> Path:
 @pytest.mark.slow
 def test_export_loads_without_ftx_or_peft_and_answers_like_the_run(stopping_run, eval_prompts, tmp_path):
     import torch
-
     from ftx.deploy.source import find_model, load_for_inference
     from ftx.generation import generate_replies
 
@@ -92,7 +90,7 @@ def test_export_loads_without_ftx_or_peft_and_answers_like_the_run(stopping_run,
     assert (out / "chat_template.jinja").read_text() == tokenizer.chat_template
 
     proc = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out), json.dumps(eval_prompts)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     plain = json.loads(proc.stdout.strip().splitlines()[-1])
     assert plain["modules"] == []  # neither ftx nor peft was imported to load and run the export
@@ -197,10 +195,9 @@ def qlora_run(ftx_home, tmp_path_factory):
 @pytest.mark.slow
 def test_qlora_merges_through_the_dequantised_base_and_exports_as_adapter(qlora_run, tmp_path):
     import torch
+    from ftx.deploy.source import base_model_of, find_model, load_causal_lm, load_for_inference
     from peft import PeftModel
     from safetensors import safe_open
-
-    from ftx.deploy.source import base_model_of, find_model, load_causal_lm, load_for_inference
 
     merged_dir = tmp_path / "merged"
     result = _export(str(qlora_run), "--to", str(merged_dir), "--no-smoke-test")  # --merge is the default
@@ -208,7 +205,7 @@ def test_qlora_merges_through_the_dequantised_base_and_exports_as_adapter(qlora_
     assert "merge: dequantising 14 quantised layers to float32" in result.output
     assert not (merged_dir / "adapter_config.json").exists()
     with safe_open(str(merged_dir / "model.safetensors"), "pt") as weights:
-        assert not [k for k in weights.keys() if "lora" in k]
+        assert not [k for k in weights.keys() if "lora" in k]  # noqa: SIM118 - not a dict
 
     source = find_model(qlora_run)
     run_model, tokenizer = load_for_inference(source, device="cpu")  # 4-bit base + adapter, as trained

@@ -122,7 +122,7 @@ class Engine:
                   "content": message_text(m.get("content"))} for m in messages]
         try:
             text = self.tokenizer.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # noqa: BLE001 - a template may reject a role order; that is the caller's input
+        except Exception as exc:
             raise RequestError(f"the chat template cannot render these messages: {exc}", param="messages") from exc
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

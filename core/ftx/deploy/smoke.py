@@ -152,12 +152,12 @@ def check_smoke(report: SmokeReport, tokenizer: Any) -> None:
         return
     end = template_end_of_turn(tokenizer)
     special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    ends_with = token_names(tokenizer, [end]) if end is not None else "no special token (only plain text)"
     lines = [
-        f"smoke test failed: {len(failed)} of {len(report.generations)} greedy replies did not stop at an EOS id "
-        f"within {report.max_new_tokens} new tokens.",
+        (f"smoke test failed: {len(failed)} of {len(report.generations)} greedy replies did not stop at an EOS id "
+         f"within {report.max_new_tokens} new tokens."),
         f"  generation_config.json eos_token_id: {token_names(tokenizer, report.eos_ids)}",
-        f"  the chat template ends assistant turns with: "
-        f"{token_names(tokenizer, [end]) if end is not None else 'no special token (only plain text)'}",
+        f"  the chat template ends assistant turns with: {ends_with}",
     ]
     for g in failed[:3]:
         emitted = sorted({t for t in g.token_ids if t in special and t not in report.eos_ids})
