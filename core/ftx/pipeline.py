@@ -251,8 +251,12 @@ def run_pipeline(
         echo(f"== stage {stage.name} ({stage.recipe.objective.name}) -> {folder}")
         stage_started = time.perf_counter()
         try:
-            metrics = run_recipe(stage.recipe, manager, output=folder, overwrite=folder.exists(),
-                                 trust_remote_code=trust_remote_code, echo=echo)
+            again = folder.exists() and any(folder.iterdir())
+            # --resume continues an interrupted stage from its checkpoints when its recipe is unchanged;
+            # a stage whose recipe was fixed since it failed starts afresh
+            go_on = again and resume and _unchanged(folder, stage.recipe, manager)
+            metrics = run_recipe(stage.recipe, manager, output=folder, overwrite=again and not go_on,
+                                 resume=go_on, trust_remote_code=trust_remote_code, echo=echo)
             failed = _gate(metrics)
             if failed is not None:
                 raise failed
@@ -278,6 +282,20 @@ def run_pipeline(
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / "metrics.json", summary)
     return summary
+
+
+def _unchanged(folder: Path, recipe: Recipe, manager: Any) -> bool:
+    """True when a stage folder was started with this very recipe (so its checkpoints can continue)."""
+    from .runner import check_same_recipe, lock_data
+
+    lock = folder / "recipe.lock.toml"
+    if not lock.exists():
+        return False
+    try:
+        check_same_recipe(lock, lock_data(recipe, manager))
+    except RecipeError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> Any:

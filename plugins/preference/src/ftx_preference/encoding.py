@@ -54,11 +54,9 @@ def encode(tokenizer: Any, prompt: Messages, answer: str, style: str, max_length
     (what is being judged) is kept.
     """
     if style == "plain":
-        enc = tokenizer(prompt_text(prompt), answer, truncation="only_first", max_length=max_length)
-        ids = list(enc["input_ids"])
-        if len(ids) > max_length:  # the answer alone is too long
-            ids = ids[:max_length]
-        return ids
+        # longest_first trims whichever of prompt and answer is longer, so both keep a share
+        enc = tokenizer(prompt_text(prompt), answer, truncation="longest_first", max_length=max_length)
+        return list(enc["input_ids"])[:max_length]
     prompt = fit_prompt(tokenizer, prompt, max_length // 2)
     text = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
