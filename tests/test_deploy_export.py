@@ -105,18 +105,19 @@ def test_export_loads_without_ftx_or_peft_and_answers_like_the_run(stopping_run,
     assert torch.allclose(torch.tensor(plain["logits"]), logits, atol=1e-5)
 
 
-def test_export_refuses_a_non_empty_folder_unless_it_is_an_earlier_export(stopping_run, tmp_path):
+def test_export_refuses_a_non_empty_folder_unless_it_is_an_earlier_export(tiny_model_path, tmp_path):
+    folder = Path(shutil.copytree(tiny_model_path, tmp_path / "model-folder"))  # refusals come before loading
     target = tmp_path / "busy"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    result = _export(str(stopping_run), "--to", str(target))
+    result = _export(str(folder), "--to", str(target))
     assert result.exit_code == 2 and "is not empty; pass --overwrite" in result.output
-    result = _export(str(stopping_run), "--to", str(target), "--overwrite")
+    result = _export(str(folder), "--to", str(target), "--overwrite")
     assert result.exit_code == 2 and "not an ftx export (no ftx_export.json)" in result.output
     assert (target / "notes.txt").read_text() == "keep me"
-    result = _export(str(stopping_run), "--to", str(stopping_run / "model" / "x"))
+    result = _export(str(folder), "--to", str(folder / "x"))
     assert result.exit_code == 2 and "overlaps the model being exported" in result.output
-    result = _export(str(stopping_run), "--to", str(tmp_path / "a"), "--adapter")
+    result = _export(str(folder), "--to", str(tmp_path / "a"), "--adapter")
     assert result.exit_code == 2 and "holds a full model, not an adapter" in result.output
     result = _export(str(tmp_path / "missing"), "--to", str(tmp_path / "b"))
     assert result.exit_code == 1 and "does not exist" in result.output
@@ -153,6 +154,7 @@ def test_export_adds_the_end_of_turn_token_a_generation_config_misses(stopping_r
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_the_smoke_check_names_an_eos_mismatch(stopping_run, eval_prompts):
     from ftx.deploy.smoke import SmokeTestFailed, check_smoke, run_smoke_test
     from ftx.deploy.source import find_model, load_for_inference

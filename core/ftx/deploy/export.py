@@ -115,14 +115,11 @@ def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dic
     if mode == "adapter":
         shutil.copytree(source.model_dir, tmp, dirs_exist_ok=True)
         kind, model = "adapter", None
-    elif source.is_adapter:
-        model = merged_adapter_model(source, echo)
+    elif source.is_adapter or causal:
+        model = merged_adapter_model(source, echo) if source.is_adapter else load_causal_lm(source.model_dir, "cpu")
+        model.config.use_cache = True  # training may have switched the KV cache off; inference wants it
         model.save_pretrained(tmp)
-        kind = "merged"
-    elif causal:
-        model = load_causal_lm(source.model_dir, "cpu")
-        model.save_pretrained(tmp)
-        kind = "full"
+        kind = "merged" if source.is_adapter else "full"
     else:
         for item in source.model_dir.iterdir():
             if item.is_file():

@@ -73,8 +73,7 @@ def eval_prompts(run_dir: Path | None, count: int, echo: Callable[[str], None]) 
             from .source import lock_recipe
 
             recipe = lock_recipe(run_dir, make_plugin_manager().registry)
-            data = prepare_examples(recipe.data, recipe.data_format.build(), recipe.data.seed
-                                    if recipe.data.seed is not None else recipe.train.seed)
+            data = prepare_examples(recipe.data, recipe.data_format.build(), recipe.train.seed)  # as the run split
             prompts, refs = examples_to_prompts(list(data.eval) or list(data.train), count)
             if prompts:
                 return prompts, refs, "eval split"
