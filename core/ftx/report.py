@@ -104,7 +104,7 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .better{color:#17803d;font-weight:600}.worse{color:#b42318;font-weight:600}
 .flag{background:#fdecea;border-left:4px solid #b42318;padding:.5rem .8rem}.ok{background:#ecfdf3;border-left:4px solid #17803d;padding:.5rem .8rem}
 .note{color:#666}pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.85rem}
-img{max-width:100%;border:1px solid #eee}td.text{font-family:ui-monospace,monospace;white-space:pre-wrap;max-width:320px}
+img{max-width:100%;border:1px solid #eee}td.text{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-all;max-width:320px}
 """
 
 LOWER_IS_BETTER = ("loss", "perplexity")
