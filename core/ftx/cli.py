@@ -353,7 +353,8 @@ _PLUGIN_KINDS = ("method", "objective", "data-format", "evaluator", "reward", "l
 @click.option("--dir", "directory", type=click.Path(path_type=Path), help="Where to write it (default: ./ftx-NAME).")
 def new_plugin(name: str, kind: str, directory: Path | None) -> None:
     """Scaffold a plugin distribution NAME: entry point, hook, a working component and passing tests."""
-    from .scaffold import Names, new_plugin as scaffold
+    from .scaffold import Names
+    from .scaffold import new_plugin as scaffold
 
     try:
         target = scaffold(name, kind, directory)

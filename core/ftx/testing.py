@@ -271,7 +271,7 @@ class ThrowawayEnv:
         """Run this environment's Python with ``args``; output is captured as text."""
         full_env = {**os.environ, **(env or {})}
         return subprocess.run([str(self.python), *args], capture_output=True, text=True, cwd=cwd, env=full_env,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
 
     def pip_install(self, *paths: Path | str, editable: bool = True) -> subprocess.CompletedProcess[str]:
         """``pip install [-e] PATH ...`` into this environment only; raises with pip's output on failure."""

@@ -79,7 +79,7 @@ class Names:
     @classmethod
     def from_name(cls, name: str) -> Names:
         """Derive every name from NAME; refuse names a recipe or Python could not use."""
-        component = name[4:] if name.startswith("ftx-") else name
+        component = name.removeprefix("ftx-")
         if not NAME.match(component):
             raise ScaffoldError(
                 f"plugin name {name!r} is invalid: use lowercase letters and digits in words joined by '-', "
