@@ -41,6 +41,7 @@ def test_scaffold_files(kind):
     pyproject = files["pyproject.toml"]
     assert f'[project.entry-points.ftx]\ndemo-{kind} = "{package}"' in pyproject
     assert '"ftx-hookspecs>=1,<2"' in pyproject
+    assert all(f'"{dist}"' in pyproject for dist in KINDS[kind].test_plugins)  # what its recipe test runs on
     for path, text in files.items():
         assert "{{" not in text, f"{path} keeps a placeholder"
         if path.endswith(".py"):

@@ -38,6 +38,8 @@ class Kind:
     hook: str
     recipe: str
     """A recipe excerpt for the README; ``{{name}}`` is the component's name."""
+    test_plugins: tuple[str, ...] = ("ftx-formats", "ftx-full", "ftx-sft", "ftx-eval-basic")
+    """The ftx distributions whose components the scaffold's recipe test uses (its ``test`` extra)."""
 
 
 KINDS: dict[str, Kind] = {
@@ -55,7 +57,8 @@ KINDS: dict[str, Kind] = {
         Kind("reward", "reward", "ftx_register_rewards",
              '[[evaluators]]                 # the reward evaluator of ftx-rewards scores greedy answers\n'
              'use = "reward"\nrewards = [{use = "{{name}}"}]\n\n'
-             '# or, to train from it:  [objective] use = "rl", rewards = [{use = "{{name}}"}]'),
+             '# or, to train from it:  [objective] use = "rl", rewards = [{use = "{{name}}"}]',
+             test_plugins=("ftx-formats", "ftx-full", "ftx-sft", "ftx-rewards")),
         Kind("logger", "logger", "ftx_register_loggers",
              '[[loggers]]\nuse = "{{name}}"\nfile = "{{name}}.jsonl"       # written in the run folder'),
     )
@@ -121,6 +124,7 @@ def plan_files(name: str, kind: str) -> dict[str, str]:
         "module": spec.module,
         "kind": spec.name,
         "hook": spec.hook,
+        "test_requires": ", ".join(f'"{dist}"' for dist in ("pytest>=7", *spec.test_plugins)),
     }
     values["recipe"] = _fill(spec.recipe, values, f"{kind} recipe")
     pkg = f"src/{names.package}"
