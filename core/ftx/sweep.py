@@ -371,8 +371,7 @@ def open_study(config: SweepConfig, *, resume: bool, overwrite: bool, echo: Call
         for trial in stale:  # a kill left it running: record it as interrupted and retry its parameters
             storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number,
-                                                          "baseline": trial.user_attrs.get("baseline", False)})
+            study.enqueue_trial(trial.params, user_attrs=_retry_attrs(trial))
         done = _done(study.get_trials(deepcopy=False))
         echo(f"resuming the sweep in {folder}: {done} of {config.trials} trials finished"
              + (f"; retrying {len(stale)} interrupted" if stale else ""))
@@ -427,16 +426,21 @@ def _run_trial(trial: Any, config: SweepConfig, make_manager: Callable[..., Any]
     with warnings.catch_warnings():  # trial 0 may sit outside a range: Optuna warns, and uses it
         warnings.simplefilter("ignore")
         values = {p.key: p.suggest(trial) for p in config.params}
-    run_dir = config.output / f"trial-{trial.number}"
+    resume_dir = _resumable(trial.user_attrs.get("resume_dir"))
+    run_dir = resume_dir or config.output / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
     label = " (the recipe as written)" if trial.user_attrs.get("baseline") else ""
+    if "retry_of" in trial.user_attrs:
+        label += f" (retrying interrupted trial {trial.user_attrs['retry_of']}" + (
+            f", continuing {run_dir.name}" if resume_dir else "") + ")"
     echo(f"trial {trial.number}{label}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
     reporter = PruningReporter(trial, config.metric.direction == "maximize", config.pruner != "none")
     manager = make_manager(extra_plugins=[reporter])
     recipe = manager.load_recipe(config.recipe_path,
                                  [*config.overrides, *(f"{k}={toml_value(v)}" for k, v in values.items())])
     try:
-        metrics = run_recipe(recipe, manager, output=run_dir, overwrite=True, echo=run_echo)
+        metrics = run_recipe(recipe, manager, output=run_dir, overwrite=resume_dir is None, resume=resume_dir is not None,
+                             echo=run_echo)
     except RunError as exc:
         import optuna
 
@@ -514,8 +518,24 @@ def enqueue_retry(study: Any, trial: Any) -> None:
     """Queue an interrupted trial's parameters so the resumed sweep runs them first."""
     frozen = study._storage.get_trial(trial._trial_id)
     if frozen.params:
-        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number,
-                                                       "baseline": frozen.user_attrs.get("baseline", False)})
+        study.enqueue_trial(frozen.params, user_attrs=_retry_attrs(frozen))
+
+
+def _retry_attrs(trial: Any) -> dict[str, Any]:
+    """A retry remembers the trial it repeats, and its run folder (continued from a checkpoint when it has one)."""
+    attrs = {"retry_of": trial.number, "baseline": trial.user_attrs.get("baseline", False)}
+    if trial.user_attrs.get("run_dir"):
+        attrs["resume_dir"] = trial.user_attrs["run_dir"]
+    return attrs
+
+
+def _resumable(folder: str | None) -> Path | None:
+    """An interrupted trial's run folder that holds a checkpoint and no results yet."""
+    if not folder:
+        return None
+    path = Path(folder)
+    done = (path / "metrics.json").exists()
+    return path if (path / "recipe.lock.toml").exists() and (path / "checkpoints").is_dir() and not done else None
 
 
 # -- summary -------------------------------------------------------------------------------------
