@@ -58,7 +58,7 @@ def test_installed_but_unselected_loggers_import_nothing(tmp_path, ftx_home):
     overrides = [f"model.config={cfg}", "train.max_steps=2", "data.limit=40", "evaluation.forgetting=false",
                  "evaluation.samples=0", 'evaluators=[{use = "loss"}]']
     out = subprocess.run([sys.executable, "-c", PROBE, str(QUICKSTART), str(tmp_path / "run"), *overrides],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "mlruns").exists()
@@ -99,5 +99,6 @@ def test_a_failing_logger_is_switched_off_and_the_run_finishes(tmp_path, ftx_hom
     said: list[str] = []
     metrics = run_recipe(manager.load_recipe(tmp_path / "r.toml"), manager, output=tmp_path / "run", echo=said.append)
     assert metrics["train"]["steps"] == 0.0 and Boom.started == 1
-    assert ["logger 'boom' failed in start and is switched off for this run: "
-            "ConnectionError: tracking server unreachable"] == [m for m in said if "boom" in m]
+    expected = ("logger 'boom' failed in start and is switched off for this run: "
+                "ConnectionError: tracking server unreachable")
+    assert [m for m in said if "boom" in m] == [expected]

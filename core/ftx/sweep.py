@@ -23,10 +23,13 @@ Nothing here imports torch or Optuna until a sweep runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -471,8 +474,6 @@ def run_sweep(
         :func:`ftx.plugins.make_plugin_manager`.
     :returns: what ``summary.json`` holds.
     """
-    import optuna
-
     from .plugins import make_plugin_manager
 
     make_manager = make_manager or make_plugin_manager
@@ -486,6 +487,36 @@ def run_sweep(
     if config.pruner != "none" and recipe.train.eval_every is None:
         echo("pruning needs validation loss during training: set train.eval_every (e.g. --set train.eval_every=50); "
              "every trial runs to the end")
+    with _sigterm_interrupts():
+        _trials(study, config, make_manager, run_echo, echo)
+    summary = write_summary(study, config)
+    echo(format_table(summary))
+    return summary
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """SIGTERM outside training acts as Ctrl-C, so the trial is recorded as interrupted (training's own
+    handler, :func:`ftx.runner.stop_on_signals`, checkpoints first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _trials(study: Any, config: SweepConfig, make_manager: Callable[..., Any], run_echo: Callable[[str], None],
+            echo: Callable[[str], None]) -> None:
+    """Ask, run and tell trials until ``config.trials`` finished."""
+    import optuna
+
     while _done(study.get_trials(deepcopy=False)) < config.trials:
         trial = study.ask()
         started = time.perf_counter()
@@ -509,9 +540,6 @@ def run_sweep(
             study.tell(trial, value)
             echo(f"trial {trial.number}: {config.metric.name} = {value:.4g} ({time.perf_counter() - started:.0f}s)")
         write_summary(study, config)
-    summary = write_summary(study, config)
-    echo(format_table(summary))
-    return summary
 
 
 def enqueue_retry(study: Any, trial: Any) -> None:
@@ -629,8 +657,8 @@ def format_markdown(summary: Mapping[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in body]
     best = summary.get("best")
     if best:
-        lines += ["", f"Best: trial {best['number']} ({best['run_dir']}), {summary['metric']} = {best['value']:.6g}; "
-                      "its recipe is `best.toml`."]
+        lines += ["", (f"Best: trial {best['number']} ({best['run_dir']}), {summary['metric']} = {best['value']:.6g}; "
+                       "its recipe is `best.toml`.")]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from ftx.testing import TINY_TEST_CONFIG
-
 from ftx_logger_tensorboard.writer import metric_tag
 
 
