@@ -81,7 +81,10 @@ def _expected(err: Mapping[str, Any]) -> str:
         return "is required"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-    return f"{err.get('msg', 'invalid value').lower()}{got_text}"
+    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if kind != "value_error":  # pydantic's own sentences start with a capital; a validator's message is kept as written
+        message = message[:1].lower() + message[1:]
+    return f"{message}{got_text}"
 
 
 def validation_problems(

@@ -31,8 +31,8 @@ def test_validate_lists_installed_rewards_for_an_unknown_name(write_recipe, task
     assert result.exit_code == 2, result.output
     assert "objective.rewards" in result.output and "[1]" in result.output
     assert "unknown reward 'exact-matc'" in result.output
-    assert "did you mean 'exact-match'?" in result.output
-    assert "installed rewards: exact-match, length-penalty, regex, reward-model, similarity" in result.output
+    assert "Did you mean 'exact-match'?" in result.output
+    assert "Installed rewards: exact-match, length-penalty, regex, reward-model, similarity" in result.output
 
 
 def test_validate_checks_each_rewards_own_options(write_recipe, tasks_file):
