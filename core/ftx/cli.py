@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import FtxError
+from .errors import FtxError, RecipeError
 
 CORE_COMMANDS = ("run", "validate", "plugins", "eval", "plan", "export", "chat", "generate", "serve")
 
@@ -117,6 +118,28 @@ _set_option = click.option(
 )
 
 
+def _load_single(recipe_path: Path, overrides: tuple[str, ...], stage: str | None) -> Any:
+    """The recipe, or one stage of a ``[[stages]]`` pipeline (``--stage NAME``)."""
+    _, recipe = _load(recipe_path, overrides)
+    stages = getattr(recipe, "stages", None)
+    if stages is None:
+        if stage:
+            raise RecipeError(f"--stage {stage}: {recipe_path} has no [[stages]]")
+        return recipe
+    names = [s.name for s in stages]
+    if stage not in names:
+        raise RecipeError(f"{recipe_path} is a pipeline of stages {', '.join(names)}: choose one with --stage NAME")
+    chosen = stages[names.index(stage)].recipe
+    while chosen.model.name.startswith("stage:"):  # an earlier stage's output has that stage's architecture
+        earlier = stages[names.index(chosen.model.name.removeprefix("stage:"))].recipe
+        chosen = dataclasses.replace(chosen, model=chosen.model.model_copy(update={"name": earlier.model.name,
+                                                                                   "config": earlier.model.config}))
+    return chosen
+
+
+_stage_option = click.option("--stage", help="For a [[stages]] pipeline: the stage to use.")
+
+
 def _load(recipe_path: Path, overrides: tuple[str, ...]) -> tuple[Any, Any]:
     manager = _manager()
     return manager, manager.load_recipe(recipe_path, overrides)
@@ -146,11 +169,12 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Plan for this device (default: the run's).")
 @click.option("--memory-gib", type=float, help="Memory to plan against, in GiB (default: the device's).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_stage_option
 def plan(recipe_path: Path, overrides: tuple[str, ...], device: str | None, memory_gib: float | None,
-         as_json: bool) -> None:
+         as_json: bool, stage: str | None) -> None:
     """Estimate memory for RECIPE from the model's config alone: will it fit, and which knobs make it fit."""
     try:
-        _, recipe = _load(recipe_path, overrides)
+        recipe = _load_single(recipe_path, overrides, stage)
         from .plan import format_report, plan_report
 
         report = plan_report(recipe, device, int(memory_gib * 1024**3) if memory_gib else None)
@@ -258,10 +282,12 @@ def data_group() -> None:
 @_set_option
 @click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="Samples to show.")
 @click.option("--color/--no-color", default=None, help="Colour trained tokens (default: when stdout is a terminal).")
-def data_preview(recipe_path: Path, overrides: tuple[str, ...], count: int, color: bool | None) -> None:
+@_stage_option
+def data_preview(recipe_path: Path, overrides: tuple[str, ...], count: int, color: bool | None,
+                 stage: str | None) -> None:
     """Show samples with trained tokens marked, token-length statistics and dropped rows by reason."""
     try:
-        _, recipe = _load(recipe_path, overrides)
+        recipe = _load_single(recipe_path, overrides, stage)
         from .data.preview import run_preview
 
         run_preview(recipe, count, color=color)
