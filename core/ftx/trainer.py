@@ -17,14 +17,14 @@ from .errors import RunError
 
 
 def _grads_finite(optimizer: Any) -> bool:
+    """One fused norm over every gradient (a NaN or inf anywhere makes it non-finite): one sync per step."""
     import torch
+    from torch.nn.utils import get_total_norm
 
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            grad = param.grad
-            if grad is not None and not torch.isfinite(grad).all():
-                return False
-    return True
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(get_total_norm(grads)))
 
 
 def guard_optimizer(optimizer: Any, ctx: RunContext, max_bad_steps: int) -> Any:
