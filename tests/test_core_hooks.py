@@ -20,6 +20,7 @@ from ftx_hookspecs import (
     CommandSpec,
     DataFormatSpec,
     EvaluatorSpec,
+    KernelSpec,
     LoggerSpec,
     MethodSpec,
     ObjectiveSpec,
@@ -361,3 +362,63 @@ def test_ftx_register_loggers(tmp_path, ftx_home):
     with pytest.raises(RecipeError) as err:
         manager.load_recipe(tmp_path / "bad.toml")
     assert "loggers[0].use" in str(err.value) and "Did you mean 'test-logger'?" in str(err.value)
+
+
+class ScaleOptions(Options):
+    scale: float = 1.0
+
+
+class RecordingKernel:
+    """A kernel (``[[kernels]] use = "test-kernel"``) that scales the final norm and records the order of events."""
+
+    events: list[str] = []
+
+    def __init__(self, options):
+        self.scale = options.scale
+
+    def apply(self, model, run):
+        import torch
+
+        with torch.no_grad():
+            model.model.norm.weight.mul_(self.scale)
+        RecordingKernel.events.append(f"kernel:{self.scale}:applied={RecordingMethod.applied}")
+        return model
+
+
+class KernelRegistrar:
+    @hookimpl
+    def ftx_register_kernels(self, register):
+        register(KernelSpec("test-kernel", "Scales the final norm.", "tests.test_core_hooks:RecordingKernel", ScaleOptions))
+
+
+@pytest.mark.slow
+def test_ftx_register_kernels(tmp_path, ftx_home):
+    """Kernels apply in recipe order to the loaded model, before the method wraps it, and reach the saved model."""
+    from ftx.errors import RecipeError
+    from ftx.runner import run_recipe
+    from safetensors.torch import load_file
+
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) for i in range(5)) + "\n")
+    cfg = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
+    base = (f'[model]\nname = "builtin:tiny-llama"\nconfig = {{{cfg}}}\n'
+            '[data]\nformat = "test-format"\ntrain = "qa.jsonl"\neval = 0.2\n'
+            '[method]\nuse = "test-method"\n[objective]\nuse = "test-objective"\n'
+            '[evaluation]\nforgetting = false\nsamples = 0\n')
+    (tmp_path / "r.toml").write_text(
+        base + '[[kernels]]\nuse = "test-kernel"\nscale = 2.0\n[[kernels]]\nuse = "test-kernel"\nscale = 3.0\n'
+    )
+    manager = make_plugin_manager(extra_plugins=[Registrar(), KernelRegistrar()])
+    RecordingKernel.events.clear()
+    applied_before = RecordingMethod.applied
+    run_recipe(manager.load_recipe(tmp_path / "r.toml"), manager, output=tmp_path / "run", echo=lambda m: None)
+    assert RecordingKernel.events == [f"kernel:2.0:applied={applied_before}", f"kernel:3.0:applied={applied_before}"]
+    assert RecordingMethod.applied == applied_before + 1
+    saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert saved["model.norm.weight"].eq(6.0).all()  # RMSNorm weights start at 1.0; 1 x 2 x 3
+    lock = (tmp_path / "run" / "recipe.lock.toml").read_text()
+    assert 'use = "test-kernel"' in lock and "scale = 3.0" in lock
+
+    (tmp_path / "bad.toml").write_text(base + '[[kernels]]\nuse = "test-kernal"\n')
+    with pytest.raises(RecipeError) as err:
+        manager.load_recipe(tmp_path / "bad.toml")
+    assert "kernels[0].use" in str(err.value) and "Did you mean 'test-kernel'?" in str(err.value)

@@ -36,6 +36,7 @@ REGISTRATION_HOOKS: tuple[str, ...] = (
     "ftx_register_evaluators",
     "ftx_register_commands",
     "ftx_register_loggers",
+    "ftx_register_kernels",
 )
 
 
@@ -142,6 +143,7 @@ def _make_register(registry: Registry, provenance: Provenance, hook_name: str) -
         "ftx_register_evaluators": "evaluator",
         "ftx_register_commands": "command",
         "ftx_register_loggers": "logger",
+        "ftx_register_kernels": "kernel",
     }[hook_name]
 
     def register(spec: ComponentSpec) -> None:

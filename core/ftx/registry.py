@@ -10,7 +10,7 @@ from ftx_hookspecs import ComponentSpec
 
 from .errors import ComponentNotFound, Problem
 
-KINDS: tuple[str, ...] = ("method", "objective", "data format", "reward", "evaluator", "command", "logger")
+KINDS: tuple[str, ...] = ("method", "objective", "data format", "reward", "evaluator", "command", "logger", "kernel")
 
 # First-party components and the distribution that ships each, so a recipe naming one that is
 # not installed can say what to install. Third-party names are simply "not installed".
@@ -49,6 +49,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("reward", "reward-model"): ("ftx-rewards", "plugins/rewards"),
     ("logger", "tensorboard"): ("ftx-logger-tensorboard", "plugins/logger-tensorboard"),
     ("logger", "mlflow"): ("ftx-logger-mlflow", "plugins/logger-mlflow"),
+    ("kernel", "liger"): ("ftx-liger", "plugins/liger"),
 }
 
 
@@ -117,11 +118,16 @@ class Registry:
     def missing_message(self, kind: str, name: str) -> str:
         """Explain a missing component: did-you-mean, what is installed, what to install, what broke."""
         installed = self.names(kind)
-        parts = [f"unknown {kind} {name!r}."]
         not_installed = [n for (k, n) in KNOWN_DISTRIBUTIONS if k == kind and n not in installed]
-        close = difflib.get_close_matches(name, installed, n=1) or difflib.get_close_matches(name, not_installed, n=1)
-        if close:
-            parts.append(f"Did you mean {close[0]!r}?")
+        if name in not_installed:  # a first-party name whose distribution is absent: no guessing
+            parts = [f"{kind} {name!r} is not installed."]
+            close = [name]
+        else:
+            parts = [f"unknown {kind} {name!r}."]
+            close = (difflib.get_close_matches(name, installed, n=1)
+                     or difflib.get_close_matches(name, not_installed, n=1))
+            if close:
+                parts.append(f"Did you mean {close[0]!r}?")
         parts.append(f"Installed {kind}s: {', '.join(installed) if installed else '(none)'}.")
         wanted = name if (kind, name) in KNOWN_DISTRIBUTIONS else (close[0] if close else name)
         known = KNOWN_DISTRIBUTIONS.get((kind, wanted))

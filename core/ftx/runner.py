@@ -154,6 +154,9 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     run.device = choose_device(train)
     echo = run.echo
 
+    # kernels first: one that cannot run here (no GPU, library missing) fails before any work is done
+    kernels = [(k.name, k.build()) for k in recipe.kernels]
+
     # 1-2. the task's data, through the selected format
     fmt = recipe.data_format.build()
     run.data = prepare_examples(recipe.data, fmt, train.seed)
@@ -174,6 +177,9 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
         recipe.model, model_path, head=getattr(recipe.objective.spec, "model_head", "causal-lm"),
         device=run.device, tokenizer=run.tokenizer, extra=method.load_kwargs(run),
     )
+    for name, kernel in kernels:
+        model = kernel.apply(model, run)
+        echo(f"kernels: {name}")
     model = method.apply(model, run)
     params = parameter_figures(model)
     echo(f"model: {recipe.model.name} on {run.device}; {params['trainable_params']:,} of "

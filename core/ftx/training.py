@@ -41,6 +41,14 @@ def choose_device(train: TrainSection) -> str:
     return "cpu"
 
 
+def optimizer_name(choice: str, device: str) -> str:
+    """The transformers ``optim`` for ``[train] optimizer``: ``auto`` is one fused AdamW kernel on CUDA
+    (instead of a loop of per-tensor kernels), and the plain implementation elsewhere."""
+    if choice != "auto":
+        return choice
+    return "adamw_torch_fused" if device == "cuda" else "adamw_torch"
+
+
 def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: Any) -> Any:
     """``transformers.TrainingArguments`` from the recipe's ``[train]`` table; ``overrides`` win.
 
@@ -73,7 +81,7 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         "warmup_steps": train.warmup_ratio,
         "weight_decay": train.weight_decay,
         "max_grad_norm": train.max_grad_norm,
-        "optim": train.optimizer,
+        "optim": optimizer_name(train.optimizer, ctx.device),
         "logging_steps": train.log_every,
         "logging_first_step": True,
         "eval_strategy": "steps" if has_eval else "no",

@@ -237,6 +237,7 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
             evaluators.append(chosen)
 
     loggers = _select_list(registry, "logger", data.get("loggers", []), "loggers", problems)
+    kernels = _select_list(registry, "kernel", data.get("kernels", []), "kernels", problems)
 
     if objective is not None and data_format is not None:
         want = getattr(objective.spec, "example_kind", "chat")
@@ -267,7 +268,7 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     out = Path(output.dir).expanduser()
     output.dir = str(out if out.is_absolute() else base / out)
     return Recipe(model, data_section, data_format, method, objective, train, evaluators, output, path, base,
-                  evaluation or EvaluationSection(), distributed or DistributedSection(), loggers)
+                  evaluation or EvaluationSection(), distributed or DistributedSection(), loggers, kernels)
 
 
 def _check_evaluation(

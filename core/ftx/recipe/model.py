@@ -50,12 +50,15 @@ class Recipe:
     distributed: DistributedSection = field(default_factory=DistributedSection)
     loggers: list[Selected] = field(default_factory=list)
     """``[[loggers]]``: experiment trackers told about the run (built only when selected)."""
+    kernels: list[Selected] = field(default_factory=list)
+    """``[[kernels]]``: faster layers swapped into the model after it loads, in order."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data: what ``recipe.lock.toml`` records."""
         data = self.data.model_dump(mode="json")
         data.update(self.data_format.options.model_dump(mode="json"))
         loggers = {"loggers": [lg.to_dict() for lg in self.loggers]} if self.loggers else {}
+        kernels = {"kernels": [k.to_dict() for k in self.kernels]} if self.kernels else {}
         return {
             "model": self.model.model_dump(mode="json"),
             "data": data,
@@ -67,8 +70,9 @@ class Recipe:
             "evaluation": self.evaluation.model_dump(mode="json"),
             "distributed": self.distributed.model_dump(mode="json"),
             **loggers,
+            **kernels,
         }
 
     def selected(self) -> list[Selected]:
         """Every component the recipe selects."""
-        return [self.data_format, self.method, self.objective, *self.evaluators, *self.loggers]
+        return [self.data_format, self.method, self.objective, *self.evaluators, *self.loggers, *self.kernels]

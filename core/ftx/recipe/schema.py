@@ -78,7 +78,9 @@ class TrainSection(Section):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables it")
-    optimizer: str = Field("adamw_torch", description="a transformers optimizer name")
+    optimizer: str = Field(
+        "auto", description="a transformers optimizer name; 'auto': fused AdamW on CUDA, adamw_torch elsewhere"
+    )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     log_every: int = Field(10, gt=0, description="steps between logged metrics")
     eval_every: int | None = Field(None, gt=0, description="steps between validation-loss evaluations")
@@ -175,4 +177,5 @@ TOP_LEVEL: dict[str, str] = {
     "output": "table",
     "stages": "table list",
     "loggers": "component list",
+    "kernels": "component list",
 }

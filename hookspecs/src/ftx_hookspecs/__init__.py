@@ -13,6 +13,7 @@ from .components import (
     ComponentSpec,
     DataFormatSpec,
     EvaluatorSpec,
+    KernelSpec,
     LoggerSpec,
     MethodSpec,
     NoOptions,
@@ -30,7 +31,7 @@ from .examples import (
     TextExample,
 )
 from .markers import PROJECT_NAME, hookimpl, hookspec
-from .protocols import DataFormat, Evaluator, Logger, Method, Objective, Reward, RunContext, TrainResult
+from .protocols import DataFormat, Evaluator, Kernel, Logger, Method, Objective, Reward, RunContext, TrainResult
 
 try:
     __version__ = version("ftx-hookspecs")
@@ -47,6 +48,8 @@ __all__ = [
     "DataFormatSpec",
     "Evaluator",
     "EvaluatorSpec",
+    "Kernel",
+    "KernelSpec",
     "Logger",
     "LoggerSpec",
     "Example",

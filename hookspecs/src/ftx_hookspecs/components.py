@@ -129,3 +129,14 @@ class LoggerSpec(ComponentSpec):
     """An experiment tracker (tensorboard, mlflow, ...); builds a :class:`~ftx_hookspecs.Logger`."""
 
     kind: ClassVar[str] = "logger"
+
+
+@dataclass(frozen=True)
+class KernelSpec(ComponentSpec):
+    """Faster layers swapped into a loaded model (fused kernels such as Liger); builds a :class:`~ftx_hookspecs.Kernel`.
+
+    Selected with ``[[kernels]] use = ...``; applied after the model loads and before the method
+    wraps it, so adapters and quantisation see the swapped layers.
+    """
+
+    kind: ClassVar[str] = "kernel"

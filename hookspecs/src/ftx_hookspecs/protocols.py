@@ -131,3 +131,15 @@ class Logger(Protocol):
 
     def end(self, run: RunContext, metrics: Mapping[str, Any] | None, error: BaseException | None) -> None:
         """The run ended: ``metrics`` is ``metrics.json`` on success (else ``None``); close the tracker."""
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    """Swaps a loaded model's layers for faster ones (fused RMSNorm, RoPE, SwiGLU, cross-entropy, ...).
+
+    Selected by ``[[kernels]] use = ...``; built before the data is prepared, so a kernel that
+    cannot run here (no GPU, library missing) fails the run before any work is done.
+    """
+
+    def apply(self, model: Any, run: RunContext) -> Any:
+        """Patch ``model`` (loaded, not yet wrapped by the method) and return it; raise with advice when it cannot."""

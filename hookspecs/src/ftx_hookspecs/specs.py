@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         CommandSpec,
         DataFormatSpec,
         EvaluatorSpec,
+        KernelSpec,
         LoggerSpec,
         MethodSpec,
         ObjectiveSpec,
@@ -106,6 +107,18 @@ def ftx_register_loggers(register: Callable[[LoggerSpec], None]) -> None:
         :class:`~ftx_hookspecs.Logger`, and is imported only for runs whose recipe selects it.
 
     Called once when the plugin manager starts.
+    """
+
+
+
+@hookspec
+def ftx_register_kernels(register: Callable[[KernelSpec], None]) -> None:
+    """Register kernels: faster implementations of a model's layers that a recipe selects with ``[[kernels]] use = ...``.
+
+    :param register: call once per :class:`~ftx_hookspecs.KernelSpec`; its factory builds a
+        :class:`~ftx_hookspecs.Kernel`, and is imported only for runs whose recipe selects it.
+
+    Called once when the plugin manager starts. Added in ftx-hookspecs 1.1.
     """
 
 
