@@ -11,7 +11,8 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RESULTS = BENCH / "results.json"
+RESULTS = Path(os.environ.get("FTX_BENCH_RESULTS", BENCH / "results.json"))
+"""Where every benchmark merges its figures (``FTX_BENCH_RESULTS`` moves it, e.g. for tests)."""
 
 
 def merge_results(section: str, figures: dict[str, Any]) -> None:

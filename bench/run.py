@@ -2,7 +2,8 @@
 
 Each benchmark is its own script (bench/cli.py, bench/sft.py, bench/data.py, bench/methods.py)
 and merges its figures into bench/results.json; every figure is a ratio against a baseline
-measured in the same job. Pass --quick for fewer steps and repeats.
+measured in the same job. Pass --quick for fewer steps and repeats. The GPU figures come from
+bench/gpu.sh on a CUDA machine; `--gpu-smoke` adds its tiny-shape run here (no figures that count).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import subprocess
 import sys
 import time
 
-from common import BENCH, RESULTS
+from typing import Any
+
+from common import BENCH, RESULTS, print_table
 
 SUITE = {
     "cli": ["cli.py"],
@@ -23,27 +26,64 @@ SUITE = {
 }
 QUICK = {"sft": ["--steps", "20", "--repeats", "1"]}
 
+GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
+    # (label, section, path to the figure, goal as printed, test)
+    ("B1 ftx SFT speed / TRL SFTTrainer", "B1_sft", ("ftx_over_trl",), ">= 1.0", lambda v: v >= 1.0),
+    ("B1 ftx SFT speed / hand-written loop", "B1_sft", ("ftx_over_loop",), ">= 0.9", lambda v: v >= 0.9),
+    ("B1 ftx LoRA speed / TRL SFTTrainer LoRA (CPU)", "B1_sft", ("lora_ftx_over_trl",), ">= 1.15",
+     lambda v: v >= 1.15),
+    ("data loading / step time", "B1_sft", ("data_loading_share",), "< 5%", lambda v: v < 0.05),
+    ("B2 packed / unpacked useful tokens/s", "data", ("packed_over_unpacked",), ">= 1.5", lambda v: v >= 1.5),
+    ("B3 ftx --help (s)", "B3_cli", ("ftx --help",), "< 0.5", lambda v: v < 0.5),
+    ("B3 ftx plugins (s)", "B3_cli", ("ftx plugins",), "< 0.5", lambda v: v < 0.5),
+    ("B3 ftx validate (s)", "B3_cli", ("ftx validate",), "< 0.5", lambda v: v < 0.5),
+    ("B4 QLoRA linear bytes / bf16", "methods", ("qlora_linear_bytes_over_bf16",), "<= 0.27", lambda v: v <= 0.27),
+    ("B5 LoRA trainable state / full", "methods", ("lora_trainable_state_over_full",), "<= 0.05", lambda v: v <= 0.05),
+    ("B6 second / first data preparation", "data", ("prepare_second_over_first",), "<= 0.1", lambda v: v <= 0.1),
+]
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """One row per goal: the figure as measured in this job, or 'not run'."""
+    rows = []
+    for label, section, path, goal, holds in GOALS:
+        value: Any = results.get(section, {})
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, (int, float)):
+            rows.append((label, "not run", goal, "-"))
+            continue
+        shown = f"{value:.2%}" if goal.endswith("%") else f"{value:.3f}"
+        rows.append((label, shown, goal, "yes" if holds(value) else "NO"))
+    return rows
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--gpu-smoke", action="store_true", help="also run bench/gpu.py --smoke (tiny shapes)")
     parser.add_argument("only", nargs="*", choices=[*SUITE, []], help="run only these benchmarks")
     args = parser.parse_args()
     if RESULTS.exists():
         RESULTS.unlink()
     failures = []
-    for name, script in SUITE.items():
-        if args.only and name not in args.only:
+    suite = {**SUITE, **({"gpu-smoke": ["gpu.py", "--smoke"]} if args.gpu_smoke else {})}
+    started_all = time.perf_counter()
+    for name, script in suite.items():
+        if args.only and name not in args.only and name != "gpu-smoke":
             continue
         extra = QUICK.get(name, []) if args.quick else []
         started = time.perf_counter()
-        code = subprocess.call([sys.executable, str(BENCH / script[0]), *extra], cwd=BENCH)
+        code = subprocess.call([sys.executable, str(BENCH / script[0]), *script[1:], *extra], cwd=BENCH)
         print(f"[{name}: {time.perf_counter() - started:.0f}s, exit {code}]")
         if code:
             failures.append(name)
-    if RESULTS.exists():
-        print(f"\nfigures: {RESULTS}")
-        print(json.dumps(json.loads(RESULTS.read_text()), indent=1)[:4000])
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    rows = summary_rows(results)
+    print_table(f"Every goal, measured in this job ({time.perf_counter() - started_all:.0f} s)", rows)
+    print(f"\nall figures: {RESULTS}")
+    if any(row[3] == "NO" for row in rows):
+        print("some goals do not hold: see bench/RESULTS.md for what limits them")
     return 1 if failures else 0
 
 

@@ -1,5 +1,6 @@
 """B1: ftx SFT training speed ÷ a plain TRL SFTTrainer script ÷ a hand-written PyTorch loop,
-on the same model, data, batch size, sequence length and steps; and data loading ÷ step time.
+on the same model, data, batch size, sequence length and steps; the same for LoRA (r=16, all linear
+layers) against TRL with a peft config; and data loading ÷ step time.
 
     python bench/sft.py [--model builtin:small-llama] [--steps 40] [--repeats 2]
 
@@ -37,15 +38,21 @@ def _examples() -> list[Any]:
     return [fmt.to_example(r) for r in rows]
 
 
-def run_ftx(model: str, steps: int, workdir: Path) -> float:
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+"""The LoRA setting of both sides of the LoRA comparison (all linear layers)."""
+
+
+def run_ftx(model: str, steps: int, workdir: Path, method: str = "full") -> float:
     """Seconds of ftx's training phase (the sft objective on Trainer, with ftx's guards)."""
     from ftx.plugins import make_plugin_manager
     from ftx.runner import run_recipe
 
     recipe = workdir / "bench.toml"
+    lora_lines = ("".join(f"{k} = {v}\n" for k, v in LORA.items()) + 'target_modules = "all-linear"\n'
+                  if method == "lora" else "")
     recipe.write_text(
         f'[model]\nname = "{model}"\n[data]\nformat = "alpaca"\ntrain = "{DATA}"\nlimit = {ROWS + 10}\neval = 0.01\n'
-        f'max_length = {MAX_LENGTH}\n[method]\nuse = "full"\n[objective]\nuse = "sft"\n'
+        f'max_length = {MAX_LENGTH}\n[method]\nuse = "{method}"\n{lora_lines}[objective]\nuse = "sft"\n'
         f"[train]\nmax_steps = {steps}\nbatch_size = {BATCH}\nlr = {LR}\nlog_every = {steps}\nseed = 1\n"
     )
     manager = make_plugin_manager()
@@ -63,7 +70,7 @@ def _model_and_tokenizer(model: str) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
-def run_trl(model_name: str, steps: int, workdir: Path) -> float:
+def run_trl(model_name: str, steps: int, workdir: Path, method: str = "full") -> float:
     """Seconds of ``SFTTrainer.train()`` on the same rows as prompt/completion conversations."""
     import torch
     from datasets import Dataset
@@ -76,8 +83,16 @@ def run_trl(model_name: str, steps: int, workdir: Path) -> float:
         output_dir=str(workdir / "trl"), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
         max_length=MAX_LENGTH, logging_steps=steps, save_strategy="no", report_to="none", use_cpu=True,
         seed=1, bf16=False, fp16=False, disable_tqdm=True, dataset_num_proc=None, optim="adamw_torch",
+        activation_checkpointing=False,  # TRL turns it on by default; ftx (and the loop) do not
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    peft_config = None
+    if method == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=peft_config)
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started
@@ -125,7 +140,7 @@ def main() -> dict[str, Any]:
     from ftx.training import quiet_libraries
 
     quiet_libraries()
-    best: dict[str, float] = {"ftx": float("inf"), "trl": float("inf"), "loop": float("inf")}
+    best: dict[str, float] = {k: float("inf") for k in ("ftx", "trl", "loop", "ftx_lora", "trl_lora")}
     collate = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -133,21 +148,27 @@ def main() -> dict[str, Any]:
         for _ in range(args.repeats):
             best["ftx"] = min(best["ftx"], run_ftx(args.model, args.steps, work))
             best["trl"] = min(best["trl"], run_trl(args.model, args.steps, work))
+            best["ftx_lora"] = min(best["ftx_lora"], run_ftx(args.model, args.steps, work, "lora"))
+            best["trl_lora"] = min(best["trl_lora"], run_trl(args.model, args.steps, work, "lora"))
             loop_seconds, collate_seconds = run_loop(args.model, args.steps)
             best["loop"] = min(best["loop"], loop_seconds)
             collate = min(collate, collate_seconds)
     ratio_trl = best["trl"] / best["ftx"]
     ratio_loop = best["loop"] / best["ftx"]
+    ratio_lora = best["trl_lora"] / best["ftx_lora"]
     data_share = collate / best["ftx"]
     figures = {
         "model": args.model, "steps": args.steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
         "seconds": {k: round(v, 3) for k, v in best.items()},
         "ftx_over_trl": round(ratio_trl, 3), "ftx_over_loop": round(ratio_loop, 3),
+        "lora_ftx_over_trl": round(ratio_lora, 3), "lora": LORA,
         "data_loading_share": round(data_share, 4),
     }
     print_table(f"B1: SFT training speed, {args.model}, {args.steps} steps x {BATCH} x <= {MAX_LENGTH} tokens", [
         ("ftx / TRL SFTTrainer (speed)", f"{ratio_trl:.2f}", ">= 1.0", "yes" if ratio_trl >= 1.0 else "NO"),
         ("ftx / hand-written loop (speed)", f"{ratio_loop:.2f}", ">= 0.9", "yes" if ratio_loop >= 0.9 else "NO"),
+        ("ftx LoRA / TRL SFTTrainer LoRA (speed, CPU)", f"{ratio_lora:.2f}", ">= 1.15",
+         "yes" if ratio_lora >= 1.15 else "NO"),
         ("data loading / step time", f"{data_share:.2%}", "< 5%", "yes" if data_share < 0.05 else "NO"),
     ])
     merge_results("B1_sft", figures)
