@@ -40,3 +40,14 @@ def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
     widths = [max(len(r[i]) for r in rows + [("figure", "value", "goal", "ok")]) for i in range(4)]
     for row in [("figure", "value", "goal", "ok"), *rows]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+def steady_seconds_per_step(clock: list[tuple[int, float]], warmup: int) -> tuple[float, int]:
+    """Seconds per step between the first timestamped step at or after ``warmup`` and the last one, and the
+    number of steps timed: start-up, the first steps' allocations and the end of training are left out."""
+    points = sorted(dict(clock).items())
+    after = [(s, t) for s, t in points if s >= warmup]
+    if len(after) < 2:
+        raise RuntimeError(f"too few logged steps after warm-up to time: {points}")
+    (s0, t0), (s1, t1) = after[0], after[-1]
+    return (t1 - t0) / (s1 - s0), s1 - s0

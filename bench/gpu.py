@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BENCH, merge_results, print_table
+from common import BENCH, merge_results, print_table, steady_seconds_per_step
 
 SHAPES: dict[str, dict[str, Any]] = {
     # TinyLlama-1.1B
@@ -131,12 +131,8 @@ def write_text_data(path: Path, rows: int, seq: int, tokenizer_dir: Path) -> Pat
 
 def steady_rate(clock: list[tuple[int, float]], warmup: int, tokens_per_step: int) -> dict[str, float]:
     """Tokens/s between the first logged step after ``warmup`` and the last logged step."""
-    points = sorted({step: t for step, t in clock}.items())
-    after = [(s, t) for s, t in points if s >= warmup]
-    if len(after) < 2:
-        raise RuntimeError(f"too few logged steps after warm-up to time: {points}")
-    (s0, t0), (s1, t1) = after[0], after[-1]
-    return {"tokens_per_s": (s1 - s0) * tokens_per_step / (t1 - t0), "timed_steps": s1 - s0, "seconds": t1 - t0}
+    per_step, steps = steady_seconds_per_step(clock, warmup)
+    return {"tokens_per_s": tokens_per_step / per_step, "timed_steps": steps, "seconds": per_step * steps}
 
 
 def _sync_time() -> float:
@@ -212,7 +208,7 @@ def run_trl(model_dir: Path, data: Path, work: dict[str, int], workdir: Path) ->
         output_dir=str(workdir / "trl"), max_steps=work["steps"], per_device_train_batch_size=work["batch"],
         learning_rate=LR, max_length=work["seq"], logging_steps=work["log_every"], save_strategy="no",
         report_to="none", seed=1, bf16=cuda, use_cpu=not cuda, disable_tqdm=True,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim="adamw_torch_fused",
         activation_checkpointing=False,  # TRL's default is on; ftx's LoRA runs here do not checkpoint
     )
     lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -226,12 +222,16 @@ def run_trl(model_dir: Path, data: Path, work: dict[str, int], workdir: Path) ->
 
 
 def one(kind: str, shape: str, workload: str, work_root: Path, out: Path) -> None:
-    """One training run in this process: ``kind`` is full, lora, lora-liger, lora-trl or qlora."""
+    """One step in this process: ``kind`` is ``model`` (build the shape's model folder) or a training
+    run: full, lora, lora-liger, lora-trl or qlora."""
     from ftx.training import quiet_libraries
 
     quiet_libraries()
     work = WORKLOADS[workload]
     model_dir = make_model_dir(shape, work_root / f"model-{shape}")
+    if kind == "model":
+        out.write_text(json.dumps({"model_dir": str(model_dir), "params": _param_counts(model_dir)}), encoding="utf-8")
+        return
     data = write_text_data(work_root / f"text-{work['seq']}.jsonl", max(100, 40 * work["batch"]), work["seq"], model_dir)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work_root))
     lora_table = {"r": LORA["r"], "alpha": LORA["alpha"], "dropout": LORA["dropout"], "target_modules": "all-linear"}
@@ -276,7 +276,8 @@ def spawn(kind: str, shape: str, workload: str, work_root: Path) -> dict[str, An
         return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
     result = json.loads(out.read_text(encoding="utf-8"))
     result["wall_s"] = wall
-    print(f"[{kind}: {result['tokens_per_s']:.0f} tokens/s, {wall} s]", flush=True)
+    rate = f"{result['tokens_per_s']:.0f} tokens/s, " if "tokens_per_s" in result else ""
+    print(f"[{kind} ({shape}): {rate}{wall} s]", flush=True)
     return result
 
 
@@ -303,7 +304,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     single = sub.add_parser("one", help="one training run (used by the suite itself)")
-    single.add_argument("kind", choices=["full", "lora", "lora-liger", "lora-trl", "qlora"])
+    single.add_argument("kind", choices=["model", "full", "lora", "lora-liger", "lora-trl", "qlora"])
     single.add_argument("--shape", required=True, choices=sorted(SHAPES))
     single.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     single.add_argument("--work", type=Path, required=True)
@@ -326,6 +327,11 @@ def main() -> int:
                                "workloads": {p: WORKLOADS[w] for p, w in load.items()}}
     rows: list[tuple[str, str, str, str]] = []
     started = time.perf_counter()
+
+    for shape, parts in ((shape_1b, ("mfu", "lora")), (shape_8b, ("qlora",))):
+        if any(p in args.only for p in parts) and not (work_root / f"model-{shape}" / "config.json").exists():
+            built = spawn("model", shape, "smoke" if args.smoke else parts[0], work_root)
+            figures.setdefault("model_builds", {})[shape] = built
 
     if "mfu" in args.only:
         full = spawn("full", shape_1b, load["mfu"], work_root)

@@ -5,7 +5,9 @@ layers) against TRL with a peft config; and data loading ÷ step time.
     python bench/sft.py [--model builtin:small-llama] [--steps 40] [--repeats 2]
 
 Each figure is a ratio measured in this one job (the runs are interleaved and the best of each is
-kept), so machine load affects all three alike.
+kept), so machine load affects all sides alike. Every side is timed the same way: seconds per step
+from step 10 to the last, by timestamps taken as each logged step ends, so process start-up,
+model loading and the first steps' allocations are left out of all of them.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, merge_results, print_table
+from common import REPO, merge_results, print_table, steady_seconds_per_step
 
 DATA = REPO / "recipes" / "data" / "reverse.jsonl"
 ROWS = 1024
 MAX_LENGTH = 64
 BATCH = 16
 LR = 1e-4
+LOG_EVERY = 5
+WARMUP = 10
 
 
 def _examples() -> list[Any]:
@@ -43,9 +47,18 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
 def run_ftx(model: str, steps: int, workdir: Path, method: str = "full") -> float:
-    """Seconds of ftx's training phase (the sft objective on Trainer, with ftx's guards)."""
+    """Seconds per step of ftx's training (the sft objective on Trainer, with ftx's guards)."""
     from ftx.plugins import make_plugin_manager
     from ftx.runner import run_recipe
+    from ftx_hookspecs import hookimpl
+
+    clock: list[tuple[int, float]] = []
+
+    class StepClock:
+        @hookimpl
+        def ftx_log_metrics(self, run: Any, step: int, metrics: Any) -> None:
+            if "loss" in metrics:
+                clock.append((step, time.perf_counter()))
 
     recipe = workdir / "bench.toml"
     lora_lines = ("".join(f"{k} = {v}\n" for k, v in LORA.items()) + 'target_modules = "all-linear"\n'
@@ -53,12 +66,13 @@ def run_ftx(model: str, steps: int, workdir: Path, method: str = "full") -> floa
     recipe.write_text(
         f'[model]\nname = "{model}"\n[data]\nformat = "alpaca"\ntrain = "{DATA}"\nlimit = {ROWS + 10}\neval = 0.01\n'
         f'max_length = {MAX_LENGTH}\n[method]\nuse = "{method}"\n{lora_lines}[objective]\nuse = "sft"\n'
-        f"[train]\nmax_steps = {steps}\nbatch_size = {BATCH}\nlr = {LR}\nlog_every = {steps}\nseed = 1\n"
+        f"[train]\nmax_steps = {steps}\nbatch_size = {BATCH}\nlr = {LR}\nlog_every = {LOG_EVERY}\nseed = 1\n"
+        "[evaluation]\nforgetting = false\nsamples = 0\n"
     )
-    manager = make_plugin_manager()
+    manager = make_plugin_manager(extra_plugins=[StepClock()])
     out = workdir / f"run-{time.time_ns()}"
-    metrics = run_recipe(manager.load_recipe(recipe), manager, output=out, echo=lambda _m: None)
-    return float(metrics["train"]["train_seconds"])
+    run_recipe(manager.load_recipe(recipe), manager, output=out, echo=lambda _m: None)
+    return steady_seconds_per_step(clock, WARMUP)[0] if steps > WARMUP else 0.0
 
 
 def _model_and_tokenizer(model: str) -> tuple[Any, Any]:
@@ -71,18 +85,26 @@ def _model_and_tokenizer(model: str) -> tuple[Any, Any]:
 
 
 def run_trl(model_name: str, steps: int, workdir: Path, method: str = "full") -> float:
-    """Seconds of ``SFTTrainer.train()`` on the same rows as prompt/completion conversations."""
+    """Seconds per step of ``SFTTrainer.train()`` on the same rows as prompt/completion conversations."""
     import torch
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    clock: list[tuple[int, float]] = []
+
+    class StepClock(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                clock.append((state.global_step, time.perf_counter()))
 
     torch.manual_seed(1)
     model, tokenizer = _model_and_tokenizer(model_name)
     rows = [{"prompt": ex.messages[:-1], "completion": ex.messages[-1:]} for ex in _examples()]
     config = SFTConfig(
         output_dir=str(workdir / "trl"), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
-        max_length=MAX_LENGTH, logging_steps=steps, save_strategy="no", report_to="none", use_cpu=True,
-        seed=1, bf16=False, fp16=False, disable_tqdm=True, dataset_num_proc=None, optim="adamw_torch",
+        max_length=MAX_LENGTH, logging_steps=LOG_EVERY, save_strategy="no", report_to="none", use_cpu=True,
+        seed=1, bf16=False, fp16=False, disable_tqdm=True, dataset_num_proc=None, optim="adamw_torch_fused",
         activation_checkpointing=False,  # TRL turns it on by default; ftx (and the loop) do not
     )
     peft_config = None
@@ -92,14 +114,14 @@ def run_trl(model_name: str, steps: int, workdir: Path, method: str = "full") ->
         peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft_config)
-    started = time.perf_counter()
+                         peft_config=peft_config, callbacks=[StepClock()])
     trainer.train()
-    return time.perf_counter() - started
+    return steady_seconds_per_step(clock, WARMUP)[0]
 
 
 def run_loop(model_name: str, steps: int) -> tuple[float, float]:
-    """Seconds of a hand-written loop (AdamW, linear decay, padded batches), and of its batch building alone."""
+    """Seconds per step of a hand-written loop (AdamW, linear decay, padded batches), and of its batch building
+    alone, per step."""
     import torch
     from ftx.data.tokenize import tokenize_all
     from ftx.training import CausalLMCollator
@@ -111,11 +133,11 @@ def run_loop(model_name: str, steps: int) -> tuple[float, float]:
     collate = CausalLMCollator(tokenizer.pad_token_id)
     order = list(range(len(features)))
     random.Random(1).shuffle(order)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)  # what ftx's 'auto' and TRL's default use
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
     model.train()
     collate_seconds = 0.0
-    started = time.perf_counter()
+    clock: list[tuple[int, float]] = []
     for step in range(steps):
         t0 = time.perf_counter()
         idx = [order[(step * BATCH + i) % len(order)] for i in range(BATCH)]
@@ -127,13 +149,16 @@ def run_loop(model_name: str, steps: int) -> tuple[float, float]:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - started, collate_seconds
+        if (step + 1) % LOG_EVERY == 0:
+            loss.item()  # what logging costs the other sides
+            clock.append((step + 1, time.perf_counter()))
+    return steady_seconds_per_step(clock, WARMUP)[0], collate_seconds / steps
 
 
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="builtin:small-llama")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +184,7 @@ def main() -> dict[str, Any]:
     data_share = collate / best["ftx"]
     figures = {
         "model": args.model, "steps": args.steps, "batch_size": BATCH, "max_length": MAX_LENGTH,
-        "seconds": {k: round(v, 3) for k, v in best.items()},
+        "seconds_per_step": {k: round(v, 4) for k, v in best.items()}, "timed_steps": args.steps - WARMUP,
         "ftx_over_trl": round(ratio_trl, 3), "ftx_over_loop": round(ratio_loop, 3),
         "lora_ftx_over_trl": round(ratio_lora, 3), "lora": LORA,
         "data_loading_share": round(data_share, 4),

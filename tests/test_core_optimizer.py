@@ -1,4 +1,4 @@
-"""``[train] optimizer = "auto"``: one fused AdamW kernel on CUDA, the plain one elsewhere; a named one wins."""
+"""``[train] optimizer = "auto"``: torch's fused AdamW on CUDA and CPU, the plain one elsewhere; a named one wins."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from ftx.training import optimizer_name
 
 @pytest.mark.parametrize(("choice", "device", "expected"), [
     ("auto", "cuda", "adamw_torch_fused"),
-    ("auto", "cpu", "adamw_torch"),
+    ("auto", "cpu", "adamw_torch_fused"),
     ("auto", "mps", "adamw_torch"),
     ("adafactor", "cuda", "adafactor"),
 ])
-def test_auto_picks_the_fused_kernel_only_on_cuda(choice, device, expected):
+def test_auto_picks_the_fused_kernel_where_torch_has_one(choice, device, expected):
     assert optimizer_name(choice, device) == expected
 
 

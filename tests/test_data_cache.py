@@ -115,3 +115,17 @@ def test_run_folder_keeps_the_training_template_and_cache(tmp_path, write_recipe
     # saved tokenizer (vocabulary, added tokens, template) is the one training used
     data = prepare(plugin_manager, {"format": "alpaca", "train": str(path), "eval": 0.2}, seed=42)
     assert tokenize_cached(saved, data.train, data.eval, max_length=64).hit
+
+
+def test_key_ignores_padding_left_behind_by_generation(tmp_path, home, plugin_manager, tiny_tokenizer):
+    """A batched, left-padded generation (evaluation before training) must not turn the next preparation into a miss."""
+    path = _write(tmp_path / "a.jsonl", [f"word{i}" for i in range(8)])
+    first = _tokenize(plugin_manager, tiny_tokenizer, path)
+    side = tiny_tokenizer.padding_side
+    tiny_tokenizer.padding_side = "left"
+    try:
+        tiny_tokenizer(["a b", "a b c d e"], padding=True)  # leaves padding enabled in the Rust tokenizer
+    finally:
+        tiny_tokenizer.padding_side = side
+    again = _tokenize(plugin_manager, tiny_tokenizer, path)
+    assert again.hit and again.key == first.key

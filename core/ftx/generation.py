@@ -1,8 +1,10 @@
 """Greedy generation for evaluators: batched, left-padded, stopping at the end-of-turn token.
 
-Replies are cached on the model object, keyed by the weights' in-place version counters, so that
-several evaluators scoring the same model on the same prompts (exact-match, ROUGE, BLEU, the
-report's sample generations) generate once; any optimizer step or weight load invalidates it.
+Replies are cached on the model object, so that several evaluators scoring the same model on the
+same prompts (exact-match, ROUGE, BLEU, the report's sample generations) generate once. The cache
+is keyed by the weights' in-place version counters (a weight load or a plain optimizer step
+invalidates it), and the runner empties it after training with :func:`forget_replies`, because
+fused optimizer kernels (torch's ``fused=True`` AdamW) update weights without bumping those counters.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ CACHE_ATTR = "_ftx_generation_cache"
 def weights_version(model: Any) -> tuple[int, ...]:
     """A key that changes whenever any parameter is modified in place (optimizer step, ``load_state_dict``)."""
     return tuple(p._version for p in model.parameters())
+
+
+def forget_replies(model: Any) -> None:
+    """Drop ``model``'s cached replies: call it whenever its weights may have changed behind the version counters."""
+    if getattr(model, CACHE_ATTR, None) is not None:
+        object.__setattr__(model, CACHE_ATTR, None)
 
 
 def _cache(model: Any) -> dict[tuple[str, int], str]:

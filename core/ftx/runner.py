@@ -200,6 +200,9 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
         )
     if result.model is not None:
         model = result.model
+    from .generation import forget_replies
+
+    forget_replies(model)  # fused optimizers change weights without bumping the counters the cache is keyed on
     run.history = result.history
     if not main:
         return {}

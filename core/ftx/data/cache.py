@@ -70,7 +70,12 @@ def tokenizer_digest(tokenizer: Any) -> str:
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        # padding and truncation are call-time settings the last call left behind (a left-padded
+        # generation, say), not part of what ids the tokenizer makes: they must not change the key
+        serialized = json.loads(backend.to_str())
+        serialized.pop("padding", None)
+        serialized.pop("truncation", None)
+        h.update(json.dumps(serialized, sort_keys=True).encode())
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     specials = {k: str(v) for k, v in getattr(tokenizer, "special_tokens_map", {}).items()}

@@ -79,7 +79,7 @@ class TrainSection(Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables it")
     optimizer: str = Field(
-        "auto", description="a transformers optimizer name; 'auto': fused AdamW on CUDA, adamw_torch elsewhere"
+        "auto", description="a transformers optimizer name; 'auto': fused AdamW on CUDA and CPU, adamw_torch elsewhere"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     log_every: int = Field(10, gt=0, description="steps between logged metrics")
