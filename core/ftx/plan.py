@@ -148,6 +148,8 @@ class Setup:
     checkpointing: bool = False
     optimizer: str = "adamw_torch"
     device: str = "cpu"
+    chunked_loss: bool = False
+    """The loss is computed in chunks from the hidden states (Liger's fused linear cross-entropy): no full logits."""
 
 
 @dataclass
@@ -240,7 +242,7 @@ def activation_bytes(shape: Shape, setup: Setup) -> int:
         kept = tokens * shape.hidden * shape.layers + tokens * per_block + attention
     else:
         kept = (tokens * per_block + attention) * shape.layers
-    logits = tokens * shape.vocab * 3  # logits, their float32 copy for the loss, and the gradient
+    logits = 0 if setup.chunked_loss else tokens * shape.vocab * 3  # logits, their float32 copy, the gradient
     return int(kept * elt + logits * 4)
 
 
@@ -277,6 +279,10 @@ def setup_from_recipe(recipe: Any, device: str) -> tuple[Setup, list[str]]:
                           checkpointing=opts.gradient_checkpointing or recipe.train.gradient_checkpointing)
     elif method != "full":
         notes.append(f"method {method!r} is not known to plan: estimated as full fine-tuning")
+    for kernel in getattr(recipe, "kernels", []):
+        if kernel.name == "liger" and getattr(kernel.options, "fused_linear_cross_entropy", False):
+            kwargs["chunked_loss"] = True
+            notes.append("kernels 'liger': the loss is computed in chunks, so the full logits are never held")
     if recipe.objective.name in ("dpo",) and method == "full":
         notes.append("dpo with full fine-tuning also holds a frozen reference model: add one copy of the weights")
     return Setup(**kwargs), notes

@@ -102,3 +102,24 @@ def test_not_installed_names_its_distribution_without_guessing(write_recipe, tin
     message = str(err.value)
     assert "kernels[0].use: kernel 'liger' is not installed" in message
     assert "pip install ftx-liger" in message and "Did you mean" not in message.split("kernels[0].use")[1]
+
+
+def test_fused_loss_drops_the_logits_from_ftx_plan(write_recipe, tiny_dataset):
+    """``ftx plan`` knows that Liger's fused linear cross-entropy never holds the logits; with it off, it does."""
+    from ftx.plan import plan_report
+
+    data = tiny_dataset("alpaca")
+    manager = _manager()
+
+    def plan(kernels: list[dict]) -> dict:
+        recipe = tiny_recipe(data, train={"batch_size": 16}, data={"max_length": 512}, kernels=kernels)
+        path = write_recipe(recipe, name=f"r{len(kernels)}{kernels and len(kernels[0])}.toml")
+        return plan_report(manager.load_recipe(path), "cuda", 80 * 2**30)
+
+    plain, fused = plan([]), plan([{"use": "liger"}])
+    unfused = plan([{"use": "liger", "fused_linear_cross_entropy": False}])
+    vocab = plain["shape"]["vocab"]
+    logits = 16 * 512 * vocab * 3 * 4  # tokens x vocabulary x (logits, float32 copy, gradient) x 4 bytes
+    assert plain["estimate"]["bytes"]["activations"] - fused["estimate"]["bytes"]["activations"] == logits
+    assert unfused["estimate"] == plain["estimate"]
+    assert any("logits are never held" in note for note in fused["notes"])
