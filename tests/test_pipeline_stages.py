@@ -97,6 +97,7 @@ objective = {{use = "dpo"}}
 
 @pytest.mark.slow
 def test_failed_stage_stops_the_pipeline_and_resume_continues_after_the_last_finished(tmp_path):
+    """--resume skips finished stages only while their recipe, and every stage before them, is unchanged."""
     from ftx.cli import main
 
     recipe = _pipeline(tmp_path, "bad.jsonl")
@@ -120,6 +121,27 @@ def test_failed_stage_stops_the_pipeline_and_resume_continues_after_the_last_fin
     assert sft_model.stat().st_mtime_ns == stamp  # the finished stage was not run again
     lock = (tmp_path / "out" / "stages" / "dpo" / "recipe.lock.toml").read_text()
     assert str(tmp_path / "out" / "stages" / "sft" / "model") in lock  # "stage:sft" became its model folder
+
+    # a finished stage whose recipe changed runs again, and so does every stage after it
+    dpo_model = tmp_path / "out" / "stages" / "dpo" / "model" / "model.safetensors"
+    dpo_stamp = dpo_model.stat().st_mtime_ns
+    changed = runner.invoke(main, ["run", str(recipe), "--resume", "--set", "stages.1.data.train=pairs.jsonl",
+                                   "--set", "stages.0.train.lr=0.001"])
+    assert changed.exit_code == 0, changed.output
+    assert "stage sft: finished earlier, but its recipe changed since it finished (train.lr)" in changed.output
+    assert "stage dpo: finished earlier, but a stage before it ran again" in changed.output
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "resumed" not in summary["stages"]["sft"] and "resumed" not in summary["stages"]["dpo"]
+    assert sft_model.stat().st_mtime_ns != stamp and dpo_model.stat().st_mtime_ns != dpo_stamp
+
+    # and with nothing changed, both stand
+    stamps = (sft_model.stat().st_mtime_ns, dpo_model.stat().st_mtime_ns)
+    same = runner.invoke(main, ["run", str(recipe), "--resume", "--set", "stages.1.data.train=pairs.jsonl",
+                                "--set", "stages.0.train.lr=0.001"])
+    assert same.exit_code == 0, same.output
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["stages"]["sft"]["resumed"] is True and summary["stages"]["dpo"]["resumed"] is True
+    assert (sft_model.stat().st_mtime_ns, dpo_model.stat().st_mtime_ns) == stamps
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ replace them. A stage whose ``model.name`` is not a built-in drops the built-in-
 folder of that earlier stage.
 
 Each stage is a normal run in ``<run dir>/stages/<name>``. A failed stage stops the pipeline;
-``--resume`` skips the stages that finished and runs the rest. The run folder's ``metrics.json``
+``--resume`` skips the stages that finished and runs the rest; a finished stage whose recipe changed
+runs again, and so does every stage after it. The run folder's ``metrics.json``
 summarises every stage.
 """
 
@@ -238,23 +239,31 @@ def run_pipeline(
     started = time.perf_counter()
     summary: dict[str, Any] = {"stages": {}, "status": "running"}
     previous = _read_json(run_dir / "metrics.json") if resume else None
+    upstream_ran = False  # once a stage trains, the stages after it start from a new model: none is skipped
     for stage in resolved.stages:
         folder = stage_folder(run_dir, stage.name)
         entry: dict[str, Any] = {"run_dir": str(folder), "objective": stage.recipe.objective.name}
         if resume and finished(folder):
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-            old = (previous or {}).get("stages", {}).get(stage.name, {})
-            summary["stages"][stage.name] = {**entry, "status": "done", "resumed": True,
-                                             "seconds": old.get("seconds"), **_figures(metrics)}
-            echo(f"== stage {stage.name}: finished earlier, skipped ({folder})")
-            continue
+            changed = _changes(folder, stage.recipe, manager)
+            if not upstream_ran and not changed:
+                metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+                old = (previous or {}).get("stages", {}).get(stage.name, {})
+                summary["stages"][stage.name] = {**entry, "status": "done", "resumed": True,
+                                                 "seconds": old.get("seconds"), **_figures(metrics)}
+                echo(f"== stage {stage.name}: finished earlier, skipped ({folder})")
+                continue
+            why = (f"its recipe changed since it finished ({', '.join(changed)})" if changed
+                   else "a stage before it ran again")
+            echo(f"== stage {stage.name}: finished earlier, but {why}: running it again")
         echo(f"== stage {stage.name} ({stage.recipe.objective.name}) -> {folder}")
         stage_started = time.perf_counter()
+        fresh_input, upstream_ran = upstream_ran, True
         try:
             again = folder.exists() and any(folder.iterdir())
-            # --resume continues an interrupted stage from its checkpoints when its recipe is unchanged;
-            # a stage whose recipe was fixed since it failed starts afresh
-            go_on = again and resume and _unchanged(folder, stage.recipe, manager)
+            # --resume continues an interrupted stage from its checkpoints when its recipe and every
+            # stage before it are unchanged; otherwise the stage starts afresh
+            go_on = (again and resume and not fresh_input and not finished(folder)
+                     and not _changes(folder, stage.recipe, manager))
             metrics = run_recipe(stage.recipe, manager, output=folder, overwrite=again and not go_on,
                                  resume=go_on, trust_remote_code=trust_remote_code, echo=echo)
             failed = _gate(metrics)
@@ -284,18 +293,15 @@ def run_pipeline(
     return summary
 
 
-def _unchanged(folder: Path, recipe: Recipe, manager: Any) -> bool:
-    """True when a stage folder was started with this very recipe (so its checkpoints can continue)."""
-    from .runner import check_same_recipe, lock_data
+def _changes(folder: Path, recipe: Recipe, manager: Any) -> list[str]:
+    """The recipe keys that differ from those a stage folder was started with (``["recipe.lock.toml"]`` when
+    it has none): empty when its checkpoints can continue or its results stand."""
+    from .runner import lock_data, recipe_changes
 
     lock = folder / "recipe.lock.toml"
     if not lock.exists():
-        return False
-    try:
-        check_same_recipe(lock, lock_data(recipe, manager))
-    except RecipeError:
-        return False
-    return True
+        return ["recipe.lock.toml"]
+    return recipe_changes(lock, lock_data(recipe, manager))
 
 
 def _read_json(path: Path) -> Any:

@@ -253,12 +253,18 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def check_same_recipe(lock_path: Path, current: dict[str, Any]) -> None:
-    """Resuming needs the recipe the run started with (output and metadata aside)."""
+def recipe_changes(lock_path: Path, current: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between a run's ``recipe.lock.toml`` and ``current`` (output and
+    metadata aside)."""
     ignored = ("ftx", "output")
     recorded = _flatten({k: v for k, v in loads(lock_path.read_text(encoding="utf-8")).items() if k not in ignored})
     now = _flatten({k: v for k, v in loads(dumps(current)).items() if k not in ignored})
-    changed = sorted(key for key in set(recorded) | set(now) if recorded.get(key) != now.get(key))
+    return sorted(key for key in set(recorded) | set(now) if recorded.get(key) != now.get(key))
+
+
+def check_same_recipe(lock_path: Path, current: dict[str, Any]) -> None:
+    """Resuming needs the recipe the run started with (output and metadata aside)."""
+    changed = recipe_changes(lock_path, current)
     if changed:
         raise RecipeError(
             f"cannot resume {lock_path.parent}: the recipe changed since the run started ({', '.join(changed)}); "
