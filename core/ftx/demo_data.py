@@ -54,6 +54,21 @@ def task_rows(task: str, n: int, seed: int = 0, low: int = 3, high: int = 7) -> 
     return rows
 
 
+CLASSES = {"early": "abcdefgh", "middle": "ijklmnop", "late": "qrstuvwxyz"}
+"""The classification demo's labels: where in the alphabet a sequence's first letter falls."""
+
+
+def classification_rows(n: int, seed: int = 0, low: int = 3, high: int = 7) -> list[dict[str, str]]:
+    """Classification rows (text, label): three classes by the first letter of a letter sequence."""
+    rng = random.Random(f"classify-{seed}")
+    rows = []
+    for _ in range(n):
+        letters = _word(rng, low, high)
+        label = next(name for name, group in CLASSES.items() if letters[0] in group)
+        rows.append({"text": " ".join(letters), "label": label})
+    return rows
+
+
 def general_text(n: int, seed: int = 0) -> Iterator[str]:
     """Sentences of a small synthetic language: the 'general ability' text for pre-training and forgetting checks."""
     rng = random.Random(f"general-{seed}")
@@ -174,6 +189,7 @@ def main() -> None:  # pragma: no cover - used to regenerate recipes/data
     root = Path(__file__).resolve().parents[2] / "recipes" / "data"
     write_jsonl(reverse_rows(2000, seed=0), root / "reverse.jsonl")
     write_preference_data(root)
+    write_jsonl(classification_rows(2000, seed=0), root / "classify.jsonl")
     print(f"wrote {root}")
 
 

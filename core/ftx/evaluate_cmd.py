@@ -41,9 +41,10 @@ def load_eval_recipe(target: Path, recipe_path: Path | None, overrides: Sequence
 
 def load_trained_model(recipe: Any, model_dir: Path, run: Any) -> Any:
     """Load the tokenizer and model saved in ``model_dir``; a peft adapter is put on the recipe's base model."""
-    from .models.loading import load_model, load_tokenizer, resolve_model_path
+    from .models.loading import class_labels, load_model, load_tokenizer, resolve_model_path
 
     head = getattr(recipe.objective.spec, "model_head", "causal-lm")
+    labels = class_labels(recipe, getattr(run, "data", None)) if head == "sequence-classification" else None
     run.tokenizer = load_tokenizer(recipe.model.model_copy(update={"tokenizer": None}), str(model_dir))
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -51,7 +52,7 @@ def load_trained_model(recipe: Any, model_dir: Path, run: Any) -> Any:
         method = recipe.method.build()
         base_path = resolve_model_path(recipe.model, echo=run.echo)
         base = load_model(recipe.model, base_path, head=head, device=run.device, tokenizer=run.tokenizer,
-                          extra=method.load_kwargs(run))
+                          extra=method.load_kwargs(run), labels=labels)
         return PeftModel.from_pretrained(base, str(model_dir))
     return load_model(recipe.model, str(model_dir), head=head, device=run.device, tokenizer=run.tokenizer, extra={})
 

@@ -21,6 +21,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("method", "dora"): ("ftx-lora", "plugins/lora"),
     ("objective", "sft"): ("ftx-sft", "plugins/sft"),
     ("objective", "text"): ("ftx-sft", "plugins/sft"),
+    ("objective", "classify"): ("ftx-sft", "plugins/sft"),
     ("objective", "reward"): ("ftx-preference", "plugins/preference"),
     ("objective", "dpo"): ("ftx-preference", "plugins/preference"),
     ("objective", "rl"): ("ftx-rl", "plugins/rl"),

@@ -144,7 +144,7 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
 
     from .data.prepare import prepare_examples
     from .figures import parameter_figures, peak_memory
-    from .models.loading import load_model, load_tokenizer, resolve_model_path
+    from .models.loading import class_labels, load_model, load_tokenizer, resolve_model_path
     from .training import choose_device
 
     train = recipe.train
@@ -173,9 +173,10 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     # 4. the pre-trained model
     model_path = resolve_model_path(recipe.model, echo=echo)
     run.tokenizer = load_tokenizer(recipe.model, model_path)
+    head = getattr(recipe.objective.spec, "model_head", "causal-lm")
     model = load_model(
-        recipe.model, model_path, head=getattr(recipe.objective.spec, "model_head", "causal-lm"),
-        device=run.device, tokenizer=run.tokenizer, extra=method.load_kwargs(run),
+        recipe.model, model_path, head=head, device=run.device, tokenizer=run.tokenizer,
+        extra=method.load_kwargs(run), labels=class_labels(recipe, run.data) if head == "sequence-classification" else None,
     )
     for name, kernel in kernels:
         model = kernel.apply(model, run)

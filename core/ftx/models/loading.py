@@ -60,10 +60,39 @@ def resolve_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
+def class_labels(recipe: Any, data: Any) -> list[str] | None:
+    """The label names of a classification run, in the order of the head's outputs: the format's declared
+    ``labels`` when it has them, else every label seen in the data, sorted; ``None`` for other data."""
+    from ftx_hookspecs import ClassificationExample
+
+    examples = [*getattr(data, "train", []), *getattr(data, "eval", [])]
+    seen = [e.label for e in examples if isinstance(e, ClassificationExample)]
+    if not seen:
+        return None
+    declared = list(getattr(recipe.data_format.options, "labels", None) or [])
+    return declared or sorted(set(seen))
+
+
+def _is_classifier(model_path: str) -> bool:
+    """True when a model folder already holds a sequence classifier (its head's size is in its config)."""
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return False
+    import json
+
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
 def load_model(
-    section: ModelSection, model_path: str, *, head: str, device: str, tokenizer: Any, extra: dict[str, Any]
+    section: ModelSection, model_path: str, *, head: str, device: str, tokenizer: Any, extra: dict[str, Any],
+    labels: list[str] | None = None,
 ) -> Any:
-    """Load the model with the objective's head; ``extra`` comes from the method (e.g. quantization)."""
+    """Load the model with the objective's head; ``extra`` comes from the method (e.g. quantization).
+
+    A sequence-classification head gets one output per name in ``labels`` (with ``id2label``), or one
+    output (a reward model) without them, unless the folder already holds a trained classifier.
+    """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {
@@ -74,7 +103,11 @@ def load_model(
     kwargs.update(extra)
     if head == "sequence-classification":
         cls: Any = AutoModelForSequenceClassification
-        kwargs.setdefault("num_labels", 1)
+        if labels:
+            kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                          label2id={name: i for i, name in enumerate(labels)})
+        elif not _is_classifier(model_path):
+            kwargs.setdefault("num_labels", 1)
     elif head == "causal-lm":
         cls = AutoModelForCausalLM
     else:

@@ -1,4 +1,5 @@
-"""ftx plugin: the ``sft`` objective (loss on assistant turns) and ``text`` (loss on every token)."""
+"""ftx plugin: the ``sft`` objective (loss on assistant turns), ``text`` (loss on every token) and
+``classify`` (a classification head on labelled texts)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class TextOptions(Options):
     """``[objective] use = "text"``: continued pre-training, every token trains."""
 
 
+class ClassifyOptions(Options):
+    """``[objective] use = "classify"``: a new classification head over the model, one output per label."""
+
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="'balanced' weighs each class's loss by n / (classes x its count), so rare classes count as "
+        "much as common ones (e.g. spam at 13%)",
+    )
+
+
 @hookimpl
 def ftx_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
     register(ObjectiveSpec(
@@ -37,4 +48,12 @@ def ftx_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
         factory="ftx_sft.objective:TextObjective",
         options=TextOptions,
         example_kind="text",
+    ))
+    register(ObjectiveSpec(
+        name="classify",
+        summary="Text classification: a sequence-classification head with one output per label, cross-entropy loss.",
+        factory="ftx_sft.classify:ClassifyObjective",
+        options=ClassifyOptions,
+        example_kind="classification",
+        model_head="sequence-classification",
     ))
