@@ -331,6 +331,16 @@ class RecordingLogger:
         RecordingLogger.events.append(("end", {"before", "after", "train"} <= set(metrics or {}), error))
 
 
+def _registrar_recipe(tmp_path: Path) -> str:
+    """A recipe (as text) on the tiny model using :class:`Registrar`'s components, with a few q/a rows beside it."""
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) for i in range(5)) + "\n")
+    cfg = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
+    return (f'[model]\nname = "builtin:tiny-llama"\nconfig = {{{cfg}}}\n'
+            '[data]\nformat = "test-format"\ntrain = "qa.jsonl"\neval = 0.2\n'
+            '[method]\nuse = "test-method"\n[objective]\nuse = "test-objective"\n'
+            '[evaluation]\nforgetting = false\nsamples = 0\n')
+
+
 class LoggerRegistrar:
     @hookimpl
     def ftx_register_loggers(self, register):
@@ -342,12 +352,7 @@ def test_ftx_register_loggers(tmp_path, ftx_home):
     from ftx.errors import RecipeError
     from ftx.runner import run_recipe
 
-    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) for i in range(5)) + "\n")
-    cfg = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
-    base = (f'[model]\nname = "builtin:tiny-llama"\nconfig = {{{cfg}}}\n'
-            '[data]\nformat = "test-format"\ntrain = "qa.jsonl"\neval = 0.2\n'
-            '[method]\nuse = "test-method"\n[objective]\nuse = "test-objective"\n'
-            '[evaluation]\nforgetting = false\nsamples = 0\n')
+    base = _registrar_recipe(tmp_path)
     (tmp_path / "r.toml").write_text(base + '[[loggers]]\nuse = "test-logger"\nlabel = "x"\n')
     manager = make_plugin_manager(extra_plugins=[Registrar(), LoggerRegistrar()])
     RecordingLogger.events.clear()
@@ -398,12 +403,7 @@ def test_ftx_register_kernels(tmp_path, ftx_home):
     from ftx.runner import run_recipe
     from safetensors.torch import load_file
 
-    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) for i in range(5)) + "\n")
-    cfg = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
-    base = (f'[model]\nname = "builtin:tiny-llama"\nconfig = {{{cfg}}}\n'
-            '[data]\nformat = "test-format"\ntrain = "qa.jsonl"\neval = 0.2\n'
-            '[method]\nuse = "test-method"\n[objective]\nuse = "test-objective"\n'
-            '[evaluation]\nforgetting = false\nsamples = 0\n')
+    base = _registrar_recipe(tmp_path)
     (tmp_path / "r.toml").write_text(
         base + '[[kernels]]\nuse = "test-kernel"\nscale = 2.0\n[[kernels]]\nuse = "test-kernel"\nscale = 3.0\n'
     )

@@ -24,6 +24,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("objective", "classify"): ("ftx-sft", "plugins/sft"),
     ("objective", "reward"): ("ftx-preference", "plugins/preference"),
     ("objective", "dpo"): ("ftx-preference", "plugins/preference"),
+    ("objective", "kto"): ("ftx-preference", "plugins/preference"),
     ("objective", "rl"): ("ftx-rl", "plugins/rl"),
     ("data format", "alpaca"): ("ftx-formats", "plugins/formats"),
     ("data format", "sharegpt"): ("ftx-formats", "plugins/formats"),

@@ -1,9 +1,10 @@
-"""ftx plugin: preference tuning. Objectives ``reward`` (a reward model trained on preference pairs)
-and ``dpo`` (direct preference optimisation on TRL's ``DPOTrainer``), and the ``preference``
-evaluator that scores either kind of model on held-out pairs before and after training.
+"""ftx plugin: preference tuning. Objectives ``reward`` (a reward model trained on preference pairs),
+``dpo`` (direct preference optimisation on TRL's ``DPOTrainer``) and ``kto`` (Kahneman-Tversky
+optimisation on TRL's ``KTOTrainer``), and the ``preference`` evaluator that scores either kind of
+model on held-out pairs before and after training.
 
-Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo` and
-:mod:`ftx_preference.evaluator`, imported only when a recipe selects them.
+Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo`,
+:mod:`ftx_preference.kto` and :mod:`ftx_preference.evaluator`, imported only when a recipe selects them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ class DPOOptions(Options):
         return value
 
 
+class KTOOptions(Options):
+    """``[objective] use = "kto"``: Kahneman-Tversky optimisation, which learns from answers marked good or
+    bad one at a time rather than from pairs. Each preference pair gives two such answers: the chosen one
+    desirable, the rejected one undesirable. The reference is kept as for ``dpo``.
+    """
+
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference; higher stays closer")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="KTO's loss, or unpaired APO-zero")
+    desirable_weight: float = Field(1.0, gt=0, description="weight of the desirable answers' loss")
+    undesirable_weight: float = Field(1.0, gt=0, description="weight of the undesirable answers' loss")
+    precompute_ref_log_probs: bool = Field(
+        False, description="compute the reference log-probs once before training; no reference model kept in memory"
+    )
+    max_prompt_length: int | None = Field(
+        None, gt=0, description="prompts longer than this many tokens are cut from the start; default: half of data.max_length"
+    )
+
+
 class PreferenceEvalOptions(Options):
     """``[[evaluators]] use = "preference"``: how strongly a model prefers the chosen answers.
 
@@ -94,6 +113,13 @@ def ftx_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
         summary="Direct preference optimisation (TRL DPOTrainer): sigmoid, ipo, hinge, robust, ... losses.",
         factory="ftx_preference.dpo:DPOObjective",
         options=DPOOptions,
+        example_kind="preference",
+    ))
+    register(ObjectiveSpec(
+        name="kto",
+        summary="Kahneman-Tversky optimisation (TRL KTOTrainer): each pair's answers as desirable / undesirable.",
+        factory="ftx_preference.kto:KTOObjective",
+        options=KTOOptions,
         example_kind="preference",
     ))
 
