@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,6 +87,20 @@ def _is_classifier(model_path: str) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
+@contextlib.contextmanager
+def _quiet_new_head(active: bool) -> Iterator[None]:
+    """Silence transformers' load report while a classifier head is created on a base model: its "score.weight
+    MISSING, newly initialized" is the intended new head, not a problem with the checkpoint."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    if active:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_model(
     section: ModelSection, model_path: str, *, head: str, device: str, tokenizer: Any, extra: dict[str, Any],
     labels: list[str] | None = None,
@@ -103,17 +120,19 @@ def load_model(
     kwargs.update(extra)
     if head == "sequence-classification":
         cls: Any = AutoModelForSequenceClassification
+        new_head = not _is_classifier(model_path)
         if labels:
             kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                           label2id={name: i for i, name in enumerate(labels)})
-        elif not _is_classifier(model_path):
+        elif new_head:
             kwargs.setdefault("num_labels", 1)
     elif head == "causal-lm":
         cls = AutoModelForCausalLM
     else:
         raise RunError(f"unknown model head {head!r} requested by the objective")
     try:
-        model = cls.from_pretrained(model_path, **kwargs)
+        with _quiet_new_head(head == "sequence-classification" and new_head):
+            model = cls.from_pretrained(model_path, **kwargs)
     except (OSError, ValueError) as exc:
         raise RunError(f"cannot load model {section.name!r}: {exc}") from exc
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
