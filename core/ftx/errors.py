@@ -59,3 +59,7 @@ class RunInterrupted(FtxError):
     """A run stopped on SIGTERM/SIGINT after saving a checkpoint; ``--resume`` continues it."""
 
     exit_code = 130
+
+
+class EvaluationSkipped(Exception):
+    """Raised by an evaluator that cannot run here (a package or data set is missing); the message says why."""

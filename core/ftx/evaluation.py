@@ -17,16 +17,14 @@ from typing import Any
 
 from ftx_hookspecs import ChatExample, Example
 
+from .errors import EvaluationSkipped
+
 CHANCE_SHARE = 0.5
 """A base model whose general-text perplexity is at least this share of its vocabulary knows no general text
 (an untrained built-in model): the forgetting check is skipped rather than flagging noise."""
 
 SAMPLE_TOKENS = 64
 """Generation budget of the report's samples; equal to the evaluators' default so replies come from the cache."""
-
-
-class EvaluationSkipped(Exception):
-    """Raised by an evaluator that cannot run here (a package or data set is missing); the message says why."""
 
 
 def unique_names(names: Iterable[str]) -> list[str]:
