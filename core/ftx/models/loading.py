@@ -10,11 +10,17 @@ from typing import Any, Callable
 
 from ..errors import RecipeError, RunError
 from ..recipe.schema import ModelSection
+from .gguf import gguf_folder, is_gguf
 from .templates import apply_chat_template_choice
 
 
 def resolve_model_path(section: ModelSection, echo: Callable[[str], None] | None = None) -> str:
-    """A local folder for built-in models (built and cached on first use); hub ids and paths unchanged."""
+    """A local folder for built-in models and GGUF files (built or converted once, then cached in ``$FTX_HOME``);
+    hub ids and folders unchanged."""
+    if is_gguf(section.name):
+        if section.config or section.pretrain_steps:
+            raise RecipeError("model.config / model.pretrain_steps: apply to built-in models only; remove them")
+        return str(gguf_folder(section.name, echo=echo))
     if section.name.startswith("builtin:"):
         from .tiny import ensure_builtin
 
@@ -40,6 +46,8 @@ def load_tokenizer(section: ModelSection, model_path: str) -> Any:
     from transformers import AutoTokenizer
 
     source = section.tokenizer or model_path
+    if is_gguf(source):
+        source = str(gguf_folder(source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, revision=section.revision, trust_remote_code=section.trust_remote_code

@@ -165,7 +165,7 @@ def _resolve_model_name(name: str, base: Path) -> str:
         return name
     candidate = Path(name).expanduser()
     full = candidate if candidate.is_absolute() else base / candidate
-    if full.exists() or name.startswith((".", "/", "~")):
+    if full.exists() or name.startswith((".", "/", "~")) or name.lower().endswith(".gguf"):
         return str(full)
     return name
 
