@@ -9,9 +9,15 @@ Importing this module never imports torch: the helpers import it when they are c
 from __future__ import annotations
 
 from .data.cache import TokenizeResult, tokenize_prepared
-from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_chat, tokenize_example, tokenize_text
+from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_all, tokenize_chat, tokenize_example, tokenize_text
+from .device import resolve_device
 from .errors import DataError, EvaluationSkipped, FtxError, Problem, RecipeError, RunError, RunInterrupted
 from .generation import generate_replies, stop_token_ids
+from .rundir import replace_dir, write_json, write_text_atomic
+from .trained import TrainedModel, TrainedSource, find_trained, load_trained, merge_trained, read_run_recipe, run_examples
+from .training import quiet_libraries
+from .models.loading import resolve_dtype
+from .recipe.toml_io import dumps as toml_text
 from .training import CausalLMCollator, PackedCollator, pack_rows
 
 __all__ = [
@@ -27,11 +33,26 @@ __all__ = [
     "RunInterrupted",
     "TokenizeResult",
     "Tokenized",
+    "TrainedModel",
+    "TrainedSource",
+    "find_trained",
     "generate_replies",
+    "load_trained",
+    "merge_trained",
     "pack_rows",
+    "quiet_libraries",
+    "read_run_recipe",
+    "replace_dir",
+    "resolve_device",
+    "resolve_dtype",
+    "run_examples",
     "stop_token_ids",
+    "tokenize_all",
     "tokenize_chat",
     "tokenize_example",
     "tokenize_prepared",
     "tokenize_text",
+    "toml_text",
+    "write_json",
+    "write_text_atomic",
 ]

@@ -370,7 +370,9 @@ for _command in _DEPLOY_COMMANDS:
     main.add_command(_command)
 
 
-_PLUGIN_KINDS = ("method", "objective", "data-format", "evaluator", "reward", "logger")  # ftx.scaffold.KINDS
+from .scaffold import KINDS as _SCAFFOLD_KINDS  # noqa: E402 - standard library and ftx_hookspecs only
+
+_PLUGIN_KINDS = tuple(_SCAFFOLD_KINDS)
 
 
 @main.command("new-plugin")

@@ -21,23 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
-from ftx_hookspecs import PROJECT_NAME, ComponentSpec, specs
+from ftx_hookspecs import KIND_BY_HOOK, PROJECT_NAME, ComponentSpec, specs
 
 from .registry import BrokenPlugin, Provenance, Registry
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = ("ftx.builtins.console", "ftx.builtins.metrics_log", "ftx.builtins.loggers")
 
-REGISTRATION_HOOKS: tuple[str, ...] = (
-    "ftx_register_methods",
-    "ftx_register_objectives",
-    "ftx_register_data_formats",
-    "ftx_register_rewards",
-    "ftx_register_evaluators",
-    "ftx_register_commands",
-    "ftx_register_loggers",
-    "ftx_register_kernels",
-)
+REGISTRATION_HOOKS: tuple[str, ...] = tuple(KIND_BY_HOOK)
+"""Every registration hook, from ftx_hookspecs' table of component kinds."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,7 @@ class FtxPluginManager:
     tracing: bool = False
 
     @property
-    def hook(self) -> "HookRelay":
+    def hook(self) -> HookRelay:
         """A typed facade over ``pm.hook`` for the lifecycle hooks."""
         return HookRelay(self.pm)
 
@@ -135,16 +127,7 @@ class FtxPluginManager:
 
 
 def _make_register(registry: Registry, provenance: Provenance, hook_name: str) -> Callable[[ComponentSpec], None]:
-    expected = {
-        "ftx_register_methods": "method",
-        "ftx_register_objectives": "objective",
-        "ftx_register_data_formats": "data format",
-        "ftx_register_rewards": "reward",
-        "ftx_register_evaluators": "evaluator",
-        "ftx_register_commands": "command",
-        "ftx_register_loggers": "logger",
-        "ftx_register_kernels": "kernel",
-    }[hook_name]
+    expected = KIND_BY_HOOK[hook_name].name
 
     def register(spec: ComponentSpec) -> None:
         if not isinstance(spec, ComponentSpec) or spec.kind != expected:

@@ -6,11 +6,11 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ftx_hookspecs import ComponentSpec
+from ftx_hookspecs import COMPONENT_KINDS, ComponentSpec
 
 from .errors import ComponentNotFound, Problem
 
-KINDS: tuple[str, ...] = ("method", "objective", "data format", "reward", "evaluator", "command", "logger", "kernel")
+KINDS: tuple[str, ...] = tuple(kind.name for kind in COMPONENT_KINDS)
 
 # First-party components and the distribution that ships each, so a recipe naming one that is
 # not installed can say what to install. Third-party names are simply "not installed".
@@ -83,7 +83,7 @@ class Registry:
 
     components: dict[str, dict[str, Registered]] = field(default_factory=lambda: {k: {} for k in KINDS})
     conflicts: dict[tuple[str, str], list[Provenance]] = field(default_factory=dict)
-    broken: list["BrokenPlugin"] = field(default_factory=list)
+    broken: list[BrokenPlugin] = field(default_factory=list)
 
     def add(self, spec: ComponentSpec, provenance: Provenance) -> None:
         """Record a component; a second registration of the same kind and name is a conflict."""

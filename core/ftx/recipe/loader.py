@@ -15,8 +15,17 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ComponentNotFound, Problem, RecipeError
 from ..registry import Registry
 from .model import Recipe, Selected
-from .schema import SYNONYMS, TOP_LEVEL, DataSection, DistributedSection, EvaluationSection, ModelSection, OutputSection, TrainSection
-from .toml_io import TOMLDecodeError, loads, read_toml
+from .schema import (
+    SYNONYMS,
+    TOP_LEVEL,
+    DataSection,
+    DistributedSection,
+    EvaluationSection,
+    ModelSection,
+    OutputSection,
+    TrainSection,
+)
+from .toml_io import TOMLDecodeError, loads
 
 DATA_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".arrow")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -165,7 +174,7 @@ def _resolve_model_name(name: str, base: Path) -> str:
         return name
     candidate = Path(name).expanduser()
     full = candidate if candidate.is_absolute() else base / candidate
-    if full.exists() or name.startswith((".", "/", "~")) or name.lower().endswith(".gguf"):
+    if full.exists() or name.startswith((".", "/", "~")):
         return str(full)
     return name
 
@@ -302,14 +311,3 @@ def _resolve_paths(value: str | list[str], base: Path, path: str, problems: list
     if isinstance(value, list):
         return [_resolve_data_path(v, base, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     return _resolve_data_path(value, base, path, problems)
-
-
-def load_recipe(path: Path | str, registry: Registry, overrides: Iterable[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
-    path = Path(path)
-    data = apply_overrides(read_toml(path), overrides)
-    if "stages" in data:  # a pipeline: every stage is validated as a recipe of its own
-        from ..pipeline import build_pipeline
-
-        return build_pipeline(data, registry, path=path)  # type: ignore[return-value]
-    return build_recipe(data, registry, path=path)

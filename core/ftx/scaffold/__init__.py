@@ -7,7 +7,7 @@ component's Protocol, ``tests/test_<package>.py`` built on the ``ftx.testing`` f
 runs a recipe that uses the component), and a README. The files come from the templates in
 ``templates/<kind>/`` and ``templates/common/``, where ``{{key}}`` is replaced by the names below.
 
-This module imports only the standard library: ``ftx --help`` imports it.
+This module imports only the standard library and ``ftx_hookspecs``: ``ftx --help`` imports it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from ftx_hookspecs import KIND_BY_NAME
 
 from ..errors import FtxError
 
@@ -35,31 +37,35 @@ class Kind:
 
     name: str
     module: str
-    hook: str
     recipe: str
     """A recipe excerpt for the README; ``{{name}}`` is the component's name."""
     test_plugins: tuple[str, ...] = ("ftx-formats", "ftx-full", "ftx-sft", "ftx-eval-basic")
     """The ftx distributions whose components the scaffold's recipe test uses (its ``test`` extra)."""
 
+    @property
+    def hook(self) -> str:
+        """The registration hook, from ftx_hookspecs' table of component kinds."""
+        return KIND_BY_NAME[self.name.replace("-", " ")].hook
+
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
-        Kind("method", "method", "ftx_register_methods",
+        Kind("method", "method",
              '[method]\nuse = "{{name}}"\ntrainable = ["*.mlp.*"]     # parameter-name patterns that train'),
-        Kind("objective", "objective", "ftx_register_objectives",
+        Kind("objective", "objective",
              '[objective]\nuse = "{{name}}"\nlabel_smoothing = 0.0'),
-        Kind("data-format", "data_format", "ftx_register_data_formats",
+        Kind("data-format", "data_format",
              '[data]\nformat = "{{name}}"\ntrain = "data/train.jsonl"    # rows {"question": ..., "answer": ...}\n'
              '# system = "You are terse."   # an option of this format'),
-        Kind("evaluator", "evaluator", "ftx_register_evaluators",
+        Kind("evaluator", "evaluator",
              '[[evaluators]]\nuse = "{{name}}"\nmax_new_tokens = 16\nlimit = 50'),
-        Kind("reward", "reward", "ftx_register_rewards",
+        Kind("reward", "reward",
              '[[evaluators]]                 # the reward evaluator of ftx-rewards scores greedy answers\n'
              'use = "reward"\nrewards = [{use = "{{name}}"}]\n\n'
              '# or, to train from it:  [objective] use = "rl", rewards = [{use = "{{name}}"}]',
              test_plugins=("ftx-formats", "ftx-full", "ftx-sft", "ftx-rewards")),
-        Kind("logger", "logger", "ftx_register_loggers",
+        Kind("logger", "logger",
              '[[loggers]]\nuse = "{{name}}"\nfile = "{{name}}.jsonl"       # written in the run folder'),
     )
 }

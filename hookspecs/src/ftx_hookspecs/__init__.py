@@ -30,6 +30,7 @@ from .examples import (
     RowError,
     TextExample,
 )
+from .kinds import COMPONENT_KINDS, KIND_BY_HOOK, KIND_BY_NAME, ComponentKind
 from .markers import PROJECT_NAME, hookimpl, hookspec
 from .protocols import DataFormat, Evaluator, Kernel, Logger, Method, Objective, Reward, RunContext, TrainResult
 
@@ -39,7 +40,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "COMPONENT_KINDS",
+    "KIND_BY_HOOK",
+    "KIND_BY_NAME",
     "PROJECT_NAME",
+    "ComponentKind",
     "ChatExample",
     "ClassificationExample",
     "CommandSpec",

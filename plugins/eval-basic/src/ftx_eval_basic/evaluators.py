@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ftx.generation import generate_replies
+from ftx.api import generate_replies
 from ftx_hookspecs import ChatExample, ClassificationExample, Example, RunContext
 
 from . import ClassificationOptions, ExactMatchOptions, LossOptions
@@ -49,8 +49,7 @@ class Loss:
 
     def evaluate(self, model: Any, examples: Sequence[Example], ctx: RunContext) -> dict[str, float]:
         import torch
-        from ftx.data.tokenize import tokenize_all
-        from ftx.training import CausalLMCollator
+        from ftx.api import CausalLMCollator, tokenize_all
 
         items = list(examples[: self.options.limit] if self.options.limit else examples)
         max_length = ctx.recipe["data"]["max_length"]

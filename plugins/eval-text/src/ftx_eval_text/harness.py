@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from ftx.evaluation import EvaluationSkipped
+from ftx.api import EvaluationSkipped
 from ftx_hookspecs import Example, RunContext
 
 from . import LmEvalOptions

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ftx.generation import generate_replies
+from ftx.api import generate_replies
 from ftx_hookspecs import ChatExample, Example, RunContext
 
 from . import BleuOptions, ChrfOptions, GeneratedTextOptions, RougeOptions

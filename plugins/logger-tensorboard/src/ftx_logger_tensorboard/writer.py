@@ -43,9 +43,9 @@ class TensorBoardLogger:
         self.log_dir = folder if folder.is_absolute() else Path(run.run_dir) / folder
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=self.options.flush_secs)
         if self.options.log_recipe:
-            from ftx.recipe.toml_io import dumps
+            from ftx.api import toml_text
 
-            text = dumps(dict(run.recipe))
+            text = toml_text(dict(run.recipe))
             self.writer.add_text("recipe", "```toml\n" + text + "\n```", 0)
         run.echo(f"tensorboard: {self.log_dir} (tensorboard --logdir {self.log_dir})")
 

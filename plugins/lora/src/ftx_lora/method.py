@@ -55,7 +55,7 @@ class LoraMethod:
         """The dtype a merged export is written in: the base's own floating dtype."""
         import torch
 
-        from ftx.models.loading import resolve_dtype
+        from ftx.api import resolve_dtype
 
         return resolve_dtype(ctx.recipe["model"].get("dtype", "auto"), ctx.device) or torch.float32
 
