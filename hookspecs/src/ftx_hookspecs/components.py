@@ -63,7 +63,10 @@ class ComponentSpec:
         obj: Any = importlib.import_module(module_name)
         for part in attr_path.split("."):
             obj = getattr(obj, part)
-        return obj
+        if not callable(obj):
+            raise TypeError(f"{self.kind} {self.name!r}: factory {self.factory!r} is not callable")
+        factory: Callable[..., Any] = obj
+        return factory
 
     def build(self, options: Options) -> Any:
         """Build the component from validated options."""
