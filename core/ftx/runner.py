@@ -44,6 +44,12 @@ def lock_data(recipe: Recipe, manager: FtxPluginManager) -> dict[str, Any]:
     for sel in recipe.selected():
         prov = sel.provenance
         plugins[f"{sel.spec.kind}:{sel.name}"] = f"{prov.distribution or prov.plugin} {prov.version or ''}".strip()
+    for _path, name in recipe.nested_uses():  # rewards inside an objective's or evaluator's options
+        for kind, table in manager.registry.components.items():
+            if name in table and kind != "command":
+                prov = table[name].provenance
+                plugins[f"{kind}:{name}"] = f"{prov.distribution or prov.plugin} {prov.version or ''}".strip()
+                break
     data["ftx"] = {
         "version": __version__,
         "hookspecs": _version("ftx-hookspecs"),

@@ -76,3 +76,24 @@ class Recipe:
     def selected(self) -> list[Selected]:
         """Every component the recipe selects."""
         return [self.data_format, self.method, self.objective, *self.evaluators, *self.loggers, *self.kernels]
+
+    def nested_uses(self) -> list[tuple[str, str]]:
+        """``(TOML path, name)`` of every ``{use = ...}`` table inside a component's options: the rewards
+        of an ``rl`` objective or a ``reward`` evaluator, built at run time with ``ctx.build_component``.
+        The lock file records these components too."""
+        found: list[tuple[str, str]] = []
+
+        def walk(value: Any, path: str) -> None:
+            if isinstance(value, dict):
+                if isinstance(value.get("use"), str):
+                    found.append((path, value["use"]))
+                for key, item in value.items():
+                    walk(item, f"{path}.{key}")
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    walk(item, f"{path}[{index}]")
+
+        for selected in self.selected():
+            for key, value in selected.options.model_dump(mode="json").items():
+                walk(value, f"{selected.path}.{key}")
+        return found
