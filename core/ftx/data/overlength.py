@@ -44,8 +44,8 @@ def fit_pair(
             f"{where}: the pair needs {longest} tokens, over data.max_length = {max_length} "
             "(set data.overlength = 'truncate' or 'drop', or raise max_length)"
         )
-    if overlength != "truncate":
-        raise DataError(f"data.overlength = {overlength!r}: use 'truncate', 'drop' or 'error'")
+    if overlength not in ("truncate", "drop-oldest-turns"):  # a pair has no older turns: it truncates
+        raise DataError(f"data.overlength = {overlength!r}: use 'truncate', 'drop-oldest-turns', 'drop' or 'error'")
     answer = max(len(chosen), len(rejected))
     keep_prompt = max(min(len(prompt), MIN_PROMPT_TOKENS), max_length - answer)
     keep_prompt = min(keep_prompt, len(prompt), max_length - 1)

@@ -109,6 +109,23 @@ def describe_source(source: Any, index: int) -> str:
     return f"example {index + 1}"
 
 
+def drop_oldest_turns(tokenizer: Any, example: ChatExample, max_length: int, train_on: str = "assistant") -> Tokenized | None:
+    """The conversation without its oldest exchanges (a user turn up to the next assistant turn, the system
+    turn kept) until it fits ``max_length``, so the last, trained turns survive; ``None`` when even the last
+    exchange alone is too long (the caller then truncates it)."""
+    messages = list(example.messages)
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head):]
+    while True:
+        first_answer = next((i for i, m in enumerate(body) if m["role"] == "assistant"), None)
+        if first_answer is None or not any(m["role"] == "assistant" for m in body[first_answer + 1 :]):
+            return None  # one exchange left: nothing older to drop
+        body = body[first_answer + 1 :]
+        tok = tokenize_chat(tokenizer, ChatExample([*head, *body], example.meta), train_on)
+        if len(tok.input_ids) <= max_length:
+            return tok
+
+
 def tokenize_all(
     tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
     train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
@@ -117,7 +134,9 @@ def tokenize_all(
     """Tokenise examples and apply the over-length policy; examples left with nothing to train are dropped.
 
     ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
-    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row. With
+    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row,
+    ``drop-oldest-turns`` removes a conversation's oldest exchanges until it fits (its last, trained
+    turns survive) and truncates what still does not fit. With
     ``strict`` every drop is an error naming file and row, as for bad rows.
     """
     out: list[Tokenized] = []
@@ -140,7 +159,10 @@ def tokenize_all(
             if overlength == "drop":
                 drop("over-length", where, detail)
                 continue
-            tok = Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
+            shorter = None
+            if overlength == "drop-oldest-turns" and isinstance(example, ChatExample):
+                shorter = drop_oldest_turns(tokenizer, example, max_length, train_on)
+            tok = shorter or Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
         if tok.trained == 0:
             drop("nothing to train", where, "no trained token left (truncated away or no assistant turn)")
             continue

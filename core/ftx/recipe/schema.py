@@ -45,7 +45,9 @@ class DataSection(Section):
         0.1, description="a fraction of train held out (0 < f < 1), a path, or none"
     )
     max_length: int = Field(512, gt=0, description="tokens per example; longer ones follow 'overlength'")
-    overlength: Literal["truncate", "drop", "error"] = Field("truncate", description="what to do with longer examples")
+    overlength: Literal["truncate", "drop-oldest-turns", "drop", "error"] = Field(
+        "truncate", description="what to do with longer examples: cut the end, drop a conversation's oldest "
+        "exchanges until it fits, drop the example, or stop")
     packing: bool = Field(False, description="pack short examples into full sequences (no cross-example attention)")
     group_by_length: bool = Field(
         False, description="batch examples of similar length together (less padding; unpacked training)"
