@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,18 @@ from .errors import FtxError, RecipeError, RunError, RunInterrupted
 from .plugins import FtxPluginManager
 from .recipe import Recipe
 from .recipe.toml_io import dumps, loads
-from .rundir import prepare_run_dir, replace_dir, write_json, write_text_atomic
+from .rundir import (
+    ENV_ERRNOS,
+    MARKER,
+    check_run_dir,
+    clear_run_dir,
+    make_run_dir,
+    os_error_message,
+    replace_dir,
+    write_error_file,
+    write_json,
+    write_text_atomic,
+)
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "tokenizers", "pluggy", "pydantic")
 
@@ -92,44 +105,105 @@ def run_recipe(
     trust_remote_code: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run a validated recipe end to end and return what ``metrics.json`` holds."""
+    """Run a validated recipe end to end and return what ``metrics.json`` holds.
+
+    Nothing on disk is touched until the recipe's data is prepared: a run that fails that early leaves
+    an ``--overwrite``-n run folder as it was. SIGTERM/SIGINT at any phase end in :class:`RunInterrupted`.
+    """
     from .models.loading import check_remote_code
 
     check_remote_code(recipe.model, trust_remote_code)
     target = Path(output) if output else Path(recipe.output.dir)
     if not is_main():
         return _run_worker(recipe, manager, target.expanduser().resolve(), resume)
-    run_dir = prepare_run_dir(target, overwrite=overwrite, resume=resume)
-    lock_path = run_dir / "recipe.lock.toml"
-    resume_from = None
-    if resume and lock_path.exists():
+    run_dir = check_run_dir(target, overwrite=overwrite, resume=resume)
+    lock_path = run_dir / MARKER
+    resuming = resume and lock_path.exists()
+    if resuming:
         check_same_recipe(lock_path, lock_data(recipe, manager))
         if (run_dir / "metrics.json").exists():
             echo(f"{run_dir} is already complete; nothing to resume")
-            return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        from .checkpoints import latest_complete
+            return _read_metrics(run_dir / "metrics.json")
+    signals = RunSignals(echo)
+    with signals.installed():
+        try:
+            inputs = _inputs(recipe, signals)  # before the folder is touched: a bad data file leaves it as it was
+            signals.phase = "creating the run folder"
+            try:
+                if overwrite:
+                    clear_run_dir(run_dir)
+                make_run_dir(run_dir)
+                resume_from = None
+                if resuming:
+                    from .checkpoints import latest_complete
 
-        resume_from = latest_complete(run_dir / "checkpoints", echo)
-        echo(f"resuming from {resume_from}" if resume_from else "no complete checkpoint to resume from: starting over")
-    else:
-        write_text_atomic(lock_path, dumps(lock_data(recipe, manager)))
-    (run_dir / "metrics.json").unlink(missing_ok=True)
-    run = Run(recipe, run_dir, manager, echo_fn=echo, resume_from=resume_from)
-    manager.hook.run_start(run)
-    started = time.perf_counter()
-    try:
-        metrics = _steps(recipe, run, started)
-    except BaseException as exc:
-        write_text_atomic(run_dir / "error.txt", "".join(traceback.format_exception(exc)))
-        manager.hook.run_end(run, None, exc)
-        if isinstance(exc, (FtxError, KeyboardInterrupt)):
-            raise
-        if isinstance(exc, Exception):
-            raise RunError(f"run failed: {type(exc).__name__}: {exc} (traceback in {run_dir / 'error.txt'})") from exc
-        raise
+                    resume_from = latest_complete(run_dir / "checkpoints", echo)
+                    echo(f"resuming from {resume_from}" if resume_from
+                         else "no complete checkpoint to resume from: starting over")
+                else:
+                    write_text_atomic(lock_path, dumps(lock_data(recipe, manager)))
+                (run_dir / "metrics.json").unlink(missing_ok=True)
+            except OSError as exc:
+                raise RunError(os_error_message(exc)) from None
+        except KeyboardInterrupt:
+            raise signals.interrupted(recipe, run_dir, claimed=False) from None
+        run = Run(recipe, run_dir, manager, echo_fn=echo, resume_from=resume_from)
+        run.data = inputs.data
+        signals.run = run
+        manager.hook.run_start(run)
+        started = time.perf_counter()
+        try:
+            metrics = _steps(recipe, run, started, inputs, signals)
+        except BaseException as exc:  # reported, then raised as one of ftx's errors
+            error = _failure(exc, run, manager, signals)
+            if error is exc:
+                raise
+            raise error from (None if isinstance(exc, KeyboardInterrupt) else exc)
     (run_dir / "error.txt").unlink(missing_ok=True)
     manager.hook.run_end(run, metrics, None)
     return metrics
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is damaged ({exc}); delete it and run again with --resume") from None
+
+
+def _failure(exc: BaseException, run: Run, manager: FtxPluginManager, signals: RunSignals) -> BaseException:
+    """The error to raise for a failed run, after reporting it; never raises itself.
+
+    The traceback goes to ``error.txt`` when it can be written; an interrupt leaves no ``error.txt``
+    (the run is resumable, not failed) and becomes :class:`RunInterrupted`.
+    """
+    interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
+    error_file = run.run_dir / "error.txt"
+    written = False
+    if not interrupted:
+        written = write_error_file(error_file, "".join(traceback.format_exception(exc)))
+    try:
+        manager.hook.run_end(run, None, exc)
+    except Exception as hook_exc:  # noqa: BLE001 - a logger failing now must not hide the run's own error
+        with contextlib.suppress(Exception):
+            run.echo(f"warning: a run_end hook failed: {type(hook_exc).__name__}: {hook_exc}")
+    if isinstance(exc, KeyboardInterrupt):
+        return signals.interrupted(run.recipe_obj, run.run_dir)
+    if isinstance(exc, FtxError):
+        return exc
+    where = f"traceback in {error_file}" if written else "error.txt could not be written"
+    if isinstance(exc, OSError) and exc.errno in ENV_ERRNOS:
+        return RunError(f"run failed: {os_error_message(exc)} ({where})")
+    if isinstance(exc, Exception):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return RunError(f"run failed: {type(exc).__name__}: {first} ({where})")
+    return exc
+
+
+def _example_counts(data: Any) -> dict[str, int]:
+    """Train and eval examples after every drop: tokenisation's (over-length, nothing to train) included."""
+    tokenized = getattr(data, "tokenized", None) or {}
+    return {"train": len(tokenized.get("train", data.train)), "eval": len(tokenized.get("eval", data.eval))}
 
 
 def _run_worker(recipe: Recipe, manager: FtxPluginManager, run_dir: Path, resume: bool) -> dict[str, Any]:
@@ -137,35 +211,56 @@ def _run_worker(recipe: Recipe, manager: FtxPluginManager, run_dir: Path, resume
     from .checkpoints import latest_complete
 
     resume_from = latest_complete(run_dir / "checkpoints", lambda _m: None) if resume else None
+    signals = RunSignals(lambda _m: None)
+    inputs = _inputs(recipe, signals)
     run = Run(recipe, run_dir, manager, echo_fn=lambda _m: None, resume_from=resume_from)
-    _steps(recipe, run, time.perf_counter())
+    run.data = inputs.data
+    _steps(recipe, run, time.perf_counter(), inputs, signals)
     return {}
 
 
-def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
+@dataclass
+class _Inputs:
+    """What a run prepares before it touches its folder: the device, kernels and data."""
+
+    device: str
+    kernels: list[tuple[str, Any]]
+    data: Any
+
+
+def _inputs(recipe: Recipe, signals: RunSignals) -> _Inputs:
+    """Seed, device, kernels and the task's data (through the selected format); writes nothing to the run folder."""
+    signals.phase = "loading libraries"
     from .training import quiet_libraries
 
     quiet_libraries()
     import torch
 
     from .data.prepare import prepare_examples
-    from .figures import parameter_figures, peak_memory
-    from .models.loading import class_labels, load_model, load_tokenizer, resolve_model_path
     from .training import choose_device
 
     train = recipe.train
     if train.threads:
         torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
-    run.device = choose_device(train)
-    echo = run.echo
-
+    device = choose_device(train)
     # kernels first: one that cannot run here (no GPU, library missing) fails before any work is done
     kernels = [(k.name, k.build()) for k in recipe.kernels]
-
-    # 1-2. the task's data, through the selected format
+    signals.phase = "preparing data"
     fmt = recipe.data_format.build()
-    run.data = prepare_examples(recipe.data, fmt, train.seed)
+    data = prepare_examples(recipe.data, fmt, train.seed)
+    return _Inputs(device, kernels, data)
+
+
+def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: RunSignals) -> dict[str, Any]:
+    from .figures import parameter_figures, peak_memory
+    from .models.loading import class_labels, load_model, load_tokenizer, resolve_model_path
+
+    run.device = inputs.device
+    echo = run.echo
+    kernels = inputs.kernels
+
+    # 1-2. the task's data, prepared by :func:`_inputs` through the selected format
     report = run.data.report
     dropped = sum(report.dropped.values())
     echo(f"data: {len(run.data.train)} train, {len(run.data.eval)} eval examples ({recipe.data_format.name})"
@@ -177,6 +272,7 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     evaluators = list(zip(_unique_names(recipe), [e.build() for e in recipe.evaluators]))
 
     # 4. the pre-trained model
+    signals.phase = "loading the model"
     model_path = resolve_model_path(recipe.model, echo=echo)
     run.tokenizer = load_tokenizer(recipe.model, model_path)
     head = getattr(recipe.objective.spec, "model_head", "causal-lm")
@@ -197,9 +293,11 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
 
     main = is_main()
     review = Review(recipe, run, evaluators)
+    signals.phase = "evaluating before training"
     before = review.before(model) if main else {}
     echo(f"training: {recipe.objective.name}")
-    result = _train_with_backoff(objective, model, run)
+    signals.phase = "training"
+    result = _train_with_backoff(objective, model, run, signals)
     if run.stop_requested:
         raise RunInterrupted(
             f"stopped on request after saving a checkpoint in {run.checkpoint_dir}; "
@@ -213,9 +311,11 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
     run.history = result.history
     if not main:
         return {}
+    signals.phase = "evaluating after training"
     after = review.after(model)
 
     # 6. save the model with its tokenizer, chat template and generation config
+    signals.phase = "saving the model"
     tmp = run.run_dir / ".model.tmp"
     if tmp.exists():
         import shutil
@@ -232,9 +332,10 @@ def _steps(recipe: Recipe, run: Run, started: float) -> dict[str, Any]:
         "train": {**result.metrics, "skipped_steps": float(run.skipped_steps),
                   "seconds": round(time.perf_counter() - started, 2)},
         "figures": {**params, **peak_memory(run.device)},
-        "data": {"train": len(run.data.train), "eval": len(run.data.eval), **report.as_dict()},
+        "data": {**_example_counts(run.data), **report.as_dict()},
     }
     write_json(run.run_dir / "history.json", run.history)
+    signals.phase = "writing the report"
     return review.finish(metrics)  # baseline, forgetting, overfitting, gate; metrics.json and the report
 
 
@@ -264,7 +365,12 @@ def recipe_changes(lock_path: Path, current: dict[str, Any]) -> list[str]:
     """The dotted keys whose values differ between a run's ``recipe.lock.toml`` and ``current`` (output and
     metadata aside)."""
     ignored = ("ftx", "output")
-    recorded = _flatten({k: v for k, v in loads(lock_path.read_text(encoding="utf-8")).items() if k not in ignored})
+    try:
+        locked = loads(lock_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        raise RecipeError(f"{lock_path} is damaged and cannot be compared with the recipe "
+                          f"({str(exc).splitlines()[0]}); start a new run with another --output") from None
+    recorded = _flatten({k: v for k, v in locked.items() if k not in ignored})
     now = _flatten({k: v for k, v in loads(dumps(current)).items() if k not in ignored})
     return sorted(key for key in set(recorded) | set(now) if recorded.get(key) != now.get(key))
 
@@ -279,26 +385,110 @@ def check_same_recipe(lock_path: Path, current: dict[str, Any]) -> None:
         )
 
 
+class RunSignals:
+    """SIGTERM/SIGINT for the whole run: the first one during training asks the trainer to checkpoint and stop;
+    at any other phase it stops the run at once (there is nothing to save yet, or the model is already in a
+    checkpoint); a second one aborts at once without saving. Either way the run ends as :class:`RunInterrupted`
+    (exit 130) and ``--resume`` continues or cleanly restarts it.
+
+    Two signals that arrive before Python runs the handler are delivered to it as one; a wakeup pipe counts
+    them, so a doubled SIGTERM aborts as documented.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.phase = "starting"
+        self.run: Run | None = None
+        self.training = False
+        self.received = 0
+        self.aborted = False
+        self._pipe: tuple[int, int] | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        """Handle the signals while the block runs (main thread only; elsewhere the caller's handlers stay)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        old_fd = self._open_pipe()
+        try:
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._handle)
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            self._close_pipe(old_fd)
+
+    def _open_pipe(self) -> int | None:
+        try:
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            old = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (OSError, ValueError):
+            return None
+        self._pipe = (read_fd, write_fd)
+        return old
+
+    def _close_pipe(self, old_fd: int | None) -> None:
+        if self._pipe is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            signal.set_wakeup_fd(old_fd if old_fd is not None else -1)
+        for fd in self._pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pipe = None
+
+    def _arrivals(self, signum: int) -> int:
+        """How many of our signals arrived since the last call (at least the one being handled)."""
+        if self._pipe is None:
+            return 1
+        try:
+            data = os.read(self._pipe[0], 4096)
+        except (BlockingIOError, OSError):
+            return 1
+        ours = sum(1 for byte in data if byte in {int(s) for s in self.SIGNALS})
+        return max(1, ours)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received += self._arrivals(signum)
+        name = signal.Signals(signum).name
+        if self.received >= 2:
+            self.aborted = True
+            raise KeyboardInterrupt
+        if self.training and self.run is not None:
+            self.run.stop_requested = True
+            self.echo(f"received {name}: saving a checkpoint at the end of this step "
+                      "(send it again to abort without saving)")
+            return
+        self.echo(f"received {name} while {self.phase}: stopping")
+        raise KeyboardInterrupt
+
+    def interrupted(self, recipe: Recipe, run_dir: Path, *, claimed: bool = True) -> RunInterrupted:
+        """The error that ends an interrupted run, saying how to go on; ``claimed``: the run had written its folder."""
+        if not claimed:
+            return RunInterrupted(f"interrupted while {self.phase}, before {run_dir} was changed; "
+                                  "run the same command again to start")
+        again = f"`ftx run {recipe.path or 'RECIPE'} --output {run_dir} --resume`"
+        if self.aborted:
+            return RunInterrupted(f"aborted on a second signal while {self.phase}, without saving; "
+                                  f"{again} continues from the last complete checkpoint, if any")
+        return RunInterrupted(f"interrupted while {self.phase}; {again} continues the run")
+
+
 @contextlib.contextmanager
 def stop_on_signals(run: Run) -> Any:
-    """While training, the first SIGTERM/SIGINT asks the trainer to checkpoint and stop; a second one aborts."""
-    if threading.current_thread() is not threading.main_thread():
+    """While the block runs, the first SIGTERM/SIGINT asks the trainer to checkpoint and stop; a second aborts."""
+    signals = RunSignals(run.echo)
+    signals.run = run
+    signals.training = True
+    with signals.installed():
         yield
-        return
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        if run.stop_requested:
-            raise KeyboardInterrupt
-        run.stop_requested = True
-        run.echo(f"received {signal.Signals(signum).name}: saving a checkpoint at the end of this step "
-                 "(send it again to abort without saving)")
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 OOM_ADVICE = (
@@ -314,13 +504,22 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _train_with_backoff(objective: Any, model: Any, run: Run) -> Any:
-    """Train; on out-of-memory, halve the batch and double accumulation (same effective batch) when allowed."""
+def _train_with_backoff(objective: Any, model: Any, run: Run, signals: RunSignals | None = None) -> Any:
+    """Train; on out-of-memory, halve the batch and double accumulation (same effective batch) when allowed.
+
+    While training, the first SIGTERM/SIGINT asks for a checkpoint and a stop (see :class:`RunSignals`).
+    """
     train = run.recipe_obj.train
     while True:
         try:
-            with stop_on_signals(run):
-                return objective.train(model, run)
+            with contextlib.nullcontext() if signals is not None else stop_on_signals(run):
+                if signals is not None:
+                    signals.training = True
+                try:
+                    return objective.train(model, run)
+                finally:
+                    if signals is not None:
+                        signals.training = False
         except RuntimeError as exc:
             if not _is_oom(exc):
                 raise

@@ -161,8 +161,12 @@ def summary(stats: PreviewStats, max_length: int, report: DataReport, max_bad_fr
     return "\n".join(lines)
 
 
-def run_preview(recipe: Any, n: int, color: bool | None = None) -> PreviewStats:
-    """The CLI's entry: colour when stdout is a terminal unless told otherwise."""
+def run_preview(recipe: Any, n: int, color: bool | None = None, trust_remote_code: bool = False) -> PreviewStats:
+    """The CLI's entry: colour when stdout is a terminal unless told otherwise; a recipe asking for the model's
+    own code needs ``--trust-remote-code`` here as at ``ftx run`` (the tokenizer may run it)."""
+    from ..models.loading import check_remote_code
+
+    check_remote_code(recipe.model, trust_remote_code)
     if n < 0:
         raise DataError("-n must be 0 or more")
     use_color = click.get_text_stream("stdout").isatty() if color is None else color

@@ -37,7 +37,7 @@ def check_remote_code(section: ModelSection, allowed_on_command_line: bool) -> N
     if section.trust_remote_code and not allowed_on_command_line:
         raise RecipeError(
             "model.trust_remote_code = true runs code from the model repository; "
-            "pass --trust-remote-code to `ftx run` as well to allow it"
+            "pass --trust-remote-code on the command line as well to allow it"
         )
 
 
@@ -141,8 +141,13 @@ def load_model(
     try:
         with _quiet_new_head(head == "sequence-classification" and new_head):
             model = cls.from_pretrained(model_path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot load model {section.name!r}: {exc}") from exc
+    except Exception as exc:
+        damaged = damaged_weights(model_path)
+        if damaged is not None:
+            raise RunError(f"this model file is damaged: {damaged}; copy or save the model again") from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise RunError(f"cannot load model {section.name!r}: {exc}") from exc
+        raise
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if getattr(model.config, "pad_token_id", None) is None:
@@ -150,6 +155,30 @@ def load_model(
     if "quantization_config" not in extra and "device_map" not in extra:
         model.to(device)
     return model
+
+
+def damaged_weights(model_path: str) -> Path | None:
+    """The first ``*.safetensors`` file of a local model folder whose header or size does not hold up, else None."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return None
+    import json
+    import struct
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                (header_len,) = struct.unpack("<Q", handle.read(8))
+                if header_len > size - 8:
+                    return path
+                header = json.loads(handle.read(header_len))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+            if 8 + header_len + max(ends, default=0) > size:
+                return path
+        except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+            return path
+    return None
 
 
 def is_local(path: str) -> bool:

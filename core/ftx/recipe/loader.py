@@ -158,6 +158,10 @@ def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem
         if not glob.glob(str(full)):
             problems.append(Problem(path, f"no file matches {value!r} (looked in {full.parent})"))
         return str(full)
+    if full.is_dir():
+        problems.append(Problem(path, f"{full} is a folder, not a data file; name the files in it "
+                                      f"(a glob such as '{value.rstrip('/')}/*.jsonl' works)"))
+        return str(full)
     if full.exists():
         return str(full)
     if value.lower().endswith(DATA_EXTENSIONS) or value.startswith((".", "/", "~")):

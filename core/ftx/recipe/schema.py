@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -17,6 +17,16 @@ class ModelSection(Section):
     """``[model]``: which pre-trained model to start from."""
 
     name: str = Field(description="hub id, local folder, or a built-in such as 'builtin:tiny-llama'")
+
+    @field_validator("name")
+    @classmethod
+    def _name_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a model: a hub id, a local folder or a built-in such as 'builtin:tiny-llama'")
+        if value != value.strip():
+            raise ValueError(f"has spaces around it ({value!r}); remove them")
+        return value
+
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype: 'auto' is bfloat16 on a GPU that supports it, else float32"

@@ -22,12 +22,20 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path} is a folder; give the recipe's .toml file") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start}, "
+                          f"line {line}); save the recipe as UTF-8") from None
     except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: tables or arrays nested too deeply") from None
 
 
 def loads(text: str) -> dict[str, Any]:
