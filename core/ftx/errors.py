@@ -43,6 +43,12 @@ class ComponentNotFound(RecipeError):
     """A recipe selects a component no installed plugin registers."""
 
 
+class OutputRefused(FtxError):
+    """The output folder cannot be used as asked: not empty, not an ftx run folder, or not a folder."""
+
+    exit_code = 2
+
+
 class RunError(FtxError):
     """A run failed after the recipe was accepted."""
 

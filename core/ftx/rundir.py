@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError, RunError
+from .errors import OutputRefused, RunError
 
 MARKER = "recipe.lock.toml"
 """A folder holding this file (written by ftx, with its ``[ftx]`` or ``[pipeline]`` table) is an ftx run folder."""
@@ -58,10 +58,10 @@ def check_run_dir(path: Path, *, overwrite: bool = False, resume: bool = False) 
     """
     path = Path(path).expanduser()
     if path.is_symlink():
-        raise RecipeError(f"output folder {path} is a symbolic link; give a real folder")
+        raise OutputRefused(f"output folder {path} is a symbolic link; give a real folder")
     path = path.resolve()
     if path.exists() and not path.is_dir():
-        raise RecipeError(f"output {path} exists and is not a folder; choose another --output")
+        raise OutputRefused(f"output {path} exists and is not a folder; choose another --output")
     try:
         non_empty = path.exists() and any(path.iterdir())
     except OSError as exc:
@@ -70,14 +70,14 @@ def check_run_dir(path: Path, *, overwrite: bool = False, resume: bool = False) 
     if not non_empty:
         return path
     if not (resume or overwrite):
-        raise RecipeError(
+        raise OutputRefused(
             f"output folder {path} is not empty; pass --resume to continue that run, "
             "--overwrite to replace it, or --output to choose another folder"
         )
     problem = run_folder_problem(path)
     if problem is not None:
         action = "resume in" if resume else "overwrite"
-        raise RecipeError(f"refusing to {action} {path}: {problem}; its files were left untouched. "
+        raise OutputRefused(f"refusing to {action} {path}: {problem}; its files were left untouched. "
                           "Choose another --output")
     return path
 
@@ -102,7 +102,7 @@ def clear_run_dir(path: Path) -> None:
         return
     problem = run_folder_problem(path)
     if problem is not None:
-        raise RecipeError(f"refusing to overwrite {path}: {problem}; its files were left untouched")
+        raise OutputRefused(f"refusing to overwrite {path}: {problem}; its files were left untouched")
     (path / MARKER).unlink()  # first: a folder cleared halfway is no longer taken for a run
     for child in path.iterdir():
         if child.is_dir() and not child.is_symlink():
