@@ -180,7 +180,7 @@ def run_ftx(recipe_text: str, workdir: Path) -> dict[str, Any]:
     manager = make_plugin_manager(extra_plugins=[StepClock()])
     recipe = manager.load_recipe(path)
     metrics = run_recipe(recipe, manager, output=workdir / "run", echo=lambda m: print(m, flush=True))
-    from ftx.plan import plan_report
+    from ftx_plan.estimate import plan_report
 
     plan = plan_report(recipe, "cuda" if "peak_cuda_mib" in metrics["figures"] else "cpu")
     return {"clock": clock, "figures": metrics["figures"], "plan_total_bytes": plan["estimate"]["total_bytes"]}
@@ -250,7 +250,7 @@ def one(kind: str, shape: str, workload: str, work_root: Path, out: Path) -> Non
 def _param_counts(model_dir: Path) -> dict[str, int]:
     """Parameters of the model folder's config, and those doing matrix work per token: the blocks' linear
     layers and the output head (tied or not); the input embedding is a lookup and the norms are negligible."""
-    from ftx.plan import shape_from_config
+    from ftx_plan.shape import shape_from_config
 
     shape = shape_from_config(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
     return {"total": shape.total_params(), "matmul": shape.linear_params() + shape.vocab * shape.hidden}

@@ -147,17 +147,17 @@ def run_child(method: str, path: str, args: argparse.Namespace) -> dict[str, Any
 
 def planned(method: str, batch_size: int, length: int) -> dict[str, Any]:
     """What ``ftx plan`` estimates for the same model and setup."""
+    from ftx.api import plugin_manager
     from ftx.models.tiny import VOCAB_SIZE, model_config
-    from ftx.plan import Setup, estimate, shape_from_config
+    from ftx_plan.estimate import Inputs, Selection, estimate
+    from ftx_plan.shape import shape_from_config
 
     shape = shape_from_config({**model_config("small-llama", MODEL_OVERRIDES), "vocab_size": VOCAB_SIZE,
                                "model_type": "llama", "hidden_act": "silu"})
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "max_length": length}
-    if method != "full":
-        kwargs.update(method="lora", r=LORA["r"], targets=("all-linear",))
-    if method == "qlora":
-        kwargs.update(quant_bits=4, checkpointing=True)
-    return estimate(shape, Setup(**kwargs)).as_dict()
+    options = {} if method == "full" else {"r": LORA["r"], "target_modules": "all-linear"}
+    spec = plugin_manager().registry.get("method", method).spec
+    selection = Selection((method, spec.options(**options)))
+    return estimate(shape, Inputs(batch_size=batch_size, max_length=length), selection).as_dict()
 
 
 def main() -> None:

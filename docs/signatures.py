@@ -36,10 +36,10 @@ def hookspecs() -> Iterator[tuple[str, Callable[..., Any]]]:
 
 def protocol_methods() -> Iterator[tuple[str, str]]:
     """``(Protocol, signature)`` for every method of every component Protocol."""
-    from ftx_hookspecs import protocols
+    from ftx_hookspecs import memory, protocols
 
     for proto in (protocols.Method, protocols.Objective, protocols.DataFormat, protocols.Evaluator,
-                  protocols.Reward, protocols.Logger, protocols.RunContext):
+                  protocols.Reward, protocols.Logger, protocols.RunContext, memory.MemoryPlanner):
         for name, member in vars(proto).items():
             if callable(member) and (not name.startswith("_") or name == "__call__"):
                 yield proto.__name__, format_signature(member, name, drop_self=True)

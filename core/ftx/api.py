@@ -8,20 +8,45 @@ Importing this module never imports torch: the helpers import it when they are c
 
 from __future__ import annotations
 
+from .commands import (  # plugin commands: recipes, runs, run folders, model configs
+    ERROR_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    apply_overrides,
+    evaluator_names,
+    is_pipeline,
+    load_recipe,
+    load_stage,
+    model_config,
+    plugin_manager,
+    read_toml,
+    run_recipe,
+    toml_loads,
+)
 from .data.cache import TokenizeResult, tokenize_prepared
 from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_all, tokenize_chat, tokenize_example, tokenize_text
 from .device import resolve_device
 from .errors import DataError, EvaluationSkipped, FtxError, Problem, RecipeError, RunError, RunInterrupted
 from .generation import generate_replies, stop_token_ids
-from .rundir import replace_dir, write_json, write_text_atomic
-from .trained import TrainedModel, TrainedSource, find_trained, load_trained, merge_trained, read_run_recipe, run_examples
-from .training import quiet_libraries
 from .models.loading import resolve_dtype
 from .recipe.toml_io import dumps as toml_text
-from .training import CausalLMCollator, PackedCollator, pack_rows
+from .rundir import replace_dir, write_json, write_text_atomic
+from .trained import (
+    TrainedModel,
+    TrainedSource,
+    find_trained,
+    load_trained,
+    merge_trained,
+    read_run_recipe,
+    run_examples,
+)
+from .training import CausalLMCollator, PackedCollator, pack_rows, quiet_libraries
 
 __all__ = [
+    "ERROR_FILE",
     "IGNORE_INDEX",
+    "LOCK_FILE",
+    "METRICS_FILE",
     "CausalLMCollator",
     "DataError",
     "EvaluationSkipped",
@@ -35,23 +60,33 @@ __all__ = [
     "Tokenized",
     "TrainedModel",
     "TrainedSource",
+    "apply_overrides",
+    "evaluator_names",
     "find_trained",
     "generate_replies",
+    "is_pipeline",
+    "load_recipe",
+    "load_stage",
     "load_trained",
     "merge_trained",
+    "model_config",
     "pack_rows",
+    "plugin_manager",
     "quiet_libraries",
     "read_run_recipe",
+    "read_toml",
     "replace_dir",
     "resolve_device",
     "resolve_dtype",
     "run_examples",
+    "run_recipe",
     "stop_token_ids",
     "tokenize_all",
     "tokenize_chat",
     "tokenize_example",
     "tokenize_prepared",
     "tokenize_text",
+    "toml_loads",
     "toml_text",
     "write_json",
     "write_text_atomic",

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from . import __version__
-from .errors import FtxError, RecipeError
+from .errors import FtxError
 
-CORE_COMMANDS = ("run", "validate", "plugins", "eval", "plan", "export", "chat", "generate", "serve")
+CORE_COMMANDS = ("run", "validate", "plugins", "eval", "data", "new-plugin")
 
 
 def _manager() -> Any:
@@ -23,7 +24,12 @@ def _manager() -> Any:
 
 
 class FtxGroup(click.Group):
-    """Adds the sub-commands plugins register; each is imported only when invoked."""
+    """Adds the sub-commands plugins register (each imported only when invoked), and handles every
+    command's errors in one place: :func:`handle_errors`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with handle_errors():
+            return super().invoke(ctx)
 
     def _plugin_commands(self) -> dict[str, Any]:
         try:
@@ -51,7 +57,8 @@ class FtxGroup(click.Group):
         plugin = self._plugin_commands()
         for name in self.list_commands(ctx):
             cmd = super().get_command(ctx, name)
-            help_text = cmd.get_short_help_str(70) if cmd is not None else plugin[name].spec.summary
+            help_text = (cmd.get_short_help_str(70) if cmd is not None
+                         else click.Command(name, help=plugin[name].spec.summary).get_short_help_str(70))
             rows.append((name, help_text))
         if rows:
             with formatter.section("Commands"):
@@ -67,10 +74,35 @@ class _LazyCommand(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         real = self.spec.load_factory()()
-        return real.main(args=ctx.args, prog_name=f"ftx {self.spec.name}", standalone_mode=False)
+        # not standalone: its errors reach FtxGroup.invoke and are handled like a core command's
+        return real.main(args=ctx.args, prog_name=f"ftx {self.spec.name}", standalone_mode=False,
+                         help_option_names=ctx.help_option_names)
 
 
-def _fail(exc: FtxError) -> None:
+@contextlib.contextmanager
+def handle_errors() -> Iterator[None]:
+    """Where any command's failure, core or plugin, becomes one message and an exit code.
+
+    2: recipe, usage or data error; 1: the run failed; 3: a gate threshold failed; 130: interrupted.
+    """
+    try:
+        yield
+    except FtxError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
+    except click.exceptions.Abort as exc:  # a plugin command's click turned Ctrl-C into Abort
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        _interrupted()
+
+
+def _interrupted() -> NoReturn:
+    click.echo("interrupted", err=True)
+    sys.exit(130)
+
+
+def _fail(exc: FtxError) -> NoReturn:
     click.secho("error: ", fg="red", bold=True, err=True, nl=False)
     click.echo(str(exc), err=True)
     sys.exit(exc.exit_code)
@@ -118,25 +150,6 @@ _set_option = click.option(
 )
 
 
-def _load_single(recipe_path: Path, overrides: tuple[str, ...], stage: str | None) -> Any:
-    """The recipe, or one stage of a ``[[stages]]`` pipeline (``--stage NAME``)."""
-    _, recipe = _load(recipe_path, overrides)
-    stages = getattr(recipe, "stages", None)
-    if stages is None:
-        if stage:
-            raise RecipeError(f"--stage {stage}: {recipe_path} has no [[stages]]")
-        return recipe
-    names = [s.name for s in stages]
-    if stage not in names:
-        raise RecipeError(f"{recipe_path} is a pipeline of stages {', '.join(names)}: choose one with --stage NAME")
-    chosen = stages[names.index(stage)].recipe
-    while chosen.model.name.startswith("stage:"):  # an earlier stage's output has that stage's architecture
-        earlier = stages[names.index(chosen.model.name.removeprefix("stage:"))].recipe
-        chosen = dataclasses.replace(chosen, model=chosen.model.model_copy(update={"name": earlier.model.name,
-                                                                                   "config": earlier.model.config}))
-    return chosen
-
-
 _stage_option = click.option("--stage", help="For a [[stages]] pipeline: the stage to use.")
 
 
@@ -150,10 +163,7 @@ def _load(recipe_path: Path, overrides: tuple[str, ...]) -> tuple[Any, Any]:
 @_set_option
 def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     """Check a recipe: every key, every selected component and its options; loads no model."""
-    try:
-        _, recipe = _load(recipe_path, overrides)
-    except FtxError as exc:
-        _fail(exc)
+    _, recipe = _load(recipe_path, overrides)
     if hasattr(recipe, "stages"):  # a pipeline (core/ftx/pipeline.py): every stage was validated
         click.echo(f"{recipe_path}: ok ({len(recipe.stages)} stages)\n{recipe.describe()}")
         return
@@ -161,26 +171,6 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     if recipe.evaluators:
         parts.append("evaluators=" + ",".join(e.name for e in recipe.evaluators))
     click.echo(f"{recipe_path}: ok ({'; '.join(parts)})")
-
-
-@main.command()
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
-@_set_option
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Plan for this device (default: the run's).")
-@click.option("--memory-gib", type=float, help="Memory to plan against, in GiB (default: the device's).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_stage_option
-def plan(recipe_path: Path, overrides: tuple[str, ...], device: str | None, memory_gib: float | None,
-         as_json: bool, stage: str | None) -> None:
-    """Estimate memory for RECIPE from the model's config alone: will it fit, and which knobs make it fit."""
-    try:
-        recipe = _load_single(recipe_path, overrides, stage)
-        from .plan import format_report, plan_report
-
-        report = plan_report(recipe, device, int(memory_gib * 1024**3) if memory_gib else None)
-    except FtxError as exc:
-        _fail(exc)
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 @main.command()
@@ -207,10 +197,7 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
     from .distributed import CHILD_FLAG, launch
 
     if (nproc_per_node > 1 or nnodes > 1) and not os.environ.get(CHILD_FLAG):
-        try:
-            _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
-        except FtxError as exc:
-            _fail(exc)
+        _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
         args = ["run", str(recipe_path), *[f"--set={o}" for o in overrides]]
         args += [f"--output={output}"] if output else []
         args += ["--overwrite"] if overwrite else []
@@ -218,27 +205,21 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         args += ["--trust-remote-code"] if trust_remote_code else []
         sys.exit(launch(args, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                         master_addr=master_addr, master_port=master_port))
-    try:
-        manager, recipe = _load(recipe_path, overrides)
-        from .runner import run_recipe
+    manager, recipe = _load(recipe_path, overrides)
+    from .runner import run_recipe
 
-        def echo(message: str) -> None:
-            click.echo(message, err=True)
+    def echo(message: str) -> None:
+        click.echo(message, err=True)
 
-        if hasattr(recipe, "stages"):  # [[stages]]: SFT -> reward model -> RL, ... (core/ftx/pipeline.py)
-            from .pipeline import run_pipeline, summary_text
+    if hasattr(recipe, "stages"):  # [[stages]]: SFT -> reward model -> RL, ... (core/ftx/pipeline.py)
+        from .pipeline import run_pipeline, summary_text
 
-            summary = run_pipeline(recipe, manager, output=output, overwrite=overwrite, resume=resume,
-                                   trust_remote_code=trust_remote_code, echo=echo)
-            click.echo(summary_text(summary, (Path(output) if output else recipe.output_dir).resolve()))
-            return
-        metrics = run_recipe(recipe, manager, output=output, overwrite=overwrite, resume=resume,
-                             trust_remote_code=trust_remote_code, echo=echo)
-    except FtxError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        summary = run_pipeline(recipe, manager, output=output, overwrite=overwrite, resume=resume,
+                               trust_remote_code=trust_remote_code, echo=echo)
+        click.echo(summary_text(summary, (Path(output) if output else recipe.output_dir).resolve()))
+        return
+    metrics = run_recipe(recipe, manager, output=output, overwrite=overwrite, resume=resume,
+                         trust_remote_code=trust_remote_code, echo=echo)
     if not metrics:  # a rank other than 0 of a distributed run
         return
     out = Path(output) if output else Path(recipe.output.dir)
@@ -247,7 +228,7 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
 
     failed = gate_failure(metrics)
     if failed is not None:
-        _fail(failed)  # exit 3: the run finished, but a threshold of [evaluation.gate] did not hold
+        raise failed  # exit 3: the run finished, but a threshold of [evaluation.gate] did not hold
 
 
 @main.command("eval")
@@ -256,20 +237,19 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
               help="Recipe giving data and evaluators (default: the run folder's recipe.lock.toml).")
 @_set_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the figures here (default: RUN_DIR/eval.json).")
-def eval_command(target: Path, recipe_path: Path | None, overrides: tuple[str, ...], output: Path | None) -> None:
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub when the recipe asks for it.")
+def eval_command(target: Path, recipe_path: Path | None, overrides: tuple[str, ...], output: Path | None,
+                 trust_remote_code: bool) -> None:
     """Run evaluators on a model or run folder without training; prints the figures as JSON."""
-    try:
-        from .evaluate_cmd import evaluate_folder
-        from .gate import gate_failure
+    from .evaluate_cmd import evaluate_folder
+    from .gate import gate_failure
 
-        result = evaluate_folder(target, recipe_path=recipe_path, overrides=overrides, output=output,
-                                 echo=lambda message: click.echo(message, err=True))
-    except FtxError as exc:
-        _fail(exc)
+    result = evaluate_folder(target, recipe_path=recipe_path, overrides=overrides, output=output,
+                             echo=lambda message: click.echo(message, err=True), trust_remote_code=trust_remote_code)
     click.echo(json.dumps(result, indent=2))
     failed = gate_failure(result)
     if failed is not None:
-        _fail(failed)
+        raise failed
 
 
 @main.group("data")
@@ -283,16 +263,15 @@ def data_group() -> None:
 @click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="Samples to show.")
 @click.option("--color/--no-color", default=None, help="Colour trained tokens (default: when stdout is a terminal).")
 @_stage_option
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub when the recipe asks for it.")
 def data_preview(recipe_path: Path, overrides: tuple[str, ...], count: int, color: bool | None,
-                 stage: str | None) -> None:
+                 stage: str | None, trust_remote_code: bool) -> None:
     """Show samples with trained tokens marked, token-length statistics and dropped rows by reason."""
-    try:
-        recipe = _load_single(recipe_path, overrides, stage)
-        from .data.preview import run_preview
+    from .commands import load_stage
+    from .data.preview import run_preview
 
-        run_preview(recipe, count, color=color)
-    except FtxError as exc:
-        _fail(exc)
+    recipe = load_stage(recipe_path, overrides, stage, manager=_manager())
+    run_preview(recipe, count, color=color, trust_remote_code=trust_remote_code)
 
 
 def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
@@ -308,17 +287,29 @@ def _summary(metrics: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _component_json(kind: str, spec: Any) -> dict[str, Any]:
+    """A component for ``ftx plugins --json``: kind, name, summary and its options' JSON schema (pydantic's)."""
+    try:
+        schema = spec.options.model_json_schema()
+    except Exception as exc:  # noqa: BLE001 - one odd options model must not hide the others
+        schema = {"error": f"no JSON schema for these options: {exc}"}
+    return {"kind": kind, "name": spec.name, "summary": spec.summary, "options": schema}
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with each component's options schema).")
 @click.option("--all", "show_all", is_flag=True, help="Include built-in plugins and tracebacks of broken ones.")
 def plugins(as_json: bool, show_all: bool) -> None:
     """List installed plugins, the components each registers, and plugins that failed to load."""
     manager = _manager()
     registry = manager.registry
     by_plugin: dict[str, dict[str, list[str]]] = {}
+    details: dict[str, list[dict[str, Any]]] = {}
     for kind in registry.components:
         for reg in registry.all(kind):
             by_plugin.setdefault(reg.provenance.plugin, {}).setdefault(kind, []).append(reg.spec.name)
+            if as_json:
+                details.setdefault(reg.provenance.plugin, []).append(_component_json(kind, reg.spec))
     rows = []
     for info in sorted(manager.plugins.values(), key=lambda i: (i.builtin, i.name)):
         if info.builtin and not show_all:
@@ -331,6 +322,7 @@ def plugins(as_json: bool, show_all: bool) -> None:
             "builtin": info.builtin,
             "status": "ok",
             "registers": by_plugin.get(info.name, {}),
+            "components": details.get(info.name, []),
         })
     for broken in registry.broken:
         row = {"name": broken.name, "distribution": broken.distribution, "version": broken.version,
@@ -364,12 +356,6 @@ def plugins(as_json: bool, show_all: bool) -> None:
                     + " and ".join(conflict["providers"]), fg="red")
 
 
-from .deploy.commands import COMMANDS as _DEPLOY_COMMANDS  # noqa: E402 - export, chat, generate, serve (no torch)
-
-for _command in _DEPLOY_COMMANDS:
-    main.add_command(_command)
-
-
 from .scaffold import KINDS as _SCAFFOLD_KINDS  # noqa: E402 - standard library and ftx_hookspecs only
 
 _PLUGIN_KINDS = tuple(_SCAFFOLD_KINDS)
@@ -384,101 +370,11 @@ def new_plugin(name: str, kind: str, directory: Path | None) -> None:
     from .scaffold import Names
     from .scaffold import new_plugin as scaffold
 
-    try:
-        target = scaffold(name, kind, directory)
-    except FtxError as exc:
-        _fail(exc)
+    target = scaffold(name, kind, directory)
     names = Names.from_name(name)
     click.echo(f"wrote {names.distribution} ({kind} {names.component!r}) to {target}\n"
                f"next:\n  pip install -e {target}\n  python -m pytest {target}\n"
                f"  then use it in a recipe as its README shows")
-
-
-@main.command()
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
-@click.option("--param", "params", multiple=True, required=True, metavar="KEY=DIST(ARGS)",
-              help="A searched key: loguniform(lo,hi), uniform(lo,hi), int(lo,hi[,step]) or choice(a,b,...); "
-                   "e.g. train.lr=loguniform(1e-5,1e-3). Repeat for more keys.")
-@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Finished trials wanted in the study (a resumed sweep runs only the missing ones).")
-@click.option("--metric", required=True,
-              help="An evaluator (exact-match = after.exact-match.exact_match), EVALUATOR.FIGURE, or a metrics.json "
-                   "path such as after.loss.loss.")
-@click.option("--direction", type=click.Choice(["maximize", "minimize"]),
-              help="Default: minimize losses, perplexities and durations, maximize anything else.")
-@click.option("--output", "-o", type=click.Path(path_type=Path),
-              help="Sweep folder (default: sweeps/<recipe name>); holds study.db and trial-<n>/ run folders.")
-@_set_option
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
-              help="Optuna sampler, seeded with --seed.")
-@click.option("--seed", type=int, help="Sampler seed (default: the recipe's train.seed).")
-@click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True,
-              help="Stop trials whose validation loss (train.eval_every) is worse than the median at that step.")
-@click.option("--prune-after", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Finished trials before pruning starts.")
-@click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="Run the recipe as written as trial 0, to compare the best trial with it.")
-@click.option("--resume", is_flag=True, help="Continue the sweep in --output (also automatic when it holds one).")
-@click.option("--overwrite", is_flag=True, help="Delete the sweep in --output and start over.")
-def sweep(recipe_path: Path, params: tuple[str, ...], trials: int, metric: str, direction: str | None,
-          output: Path | None, overrides: tuple[str, ...], sampler: str, seed: int | None, pruner: str,
-          prune_after: int, baseline: bool, resume: bool, overwrite: bool) -> None:
-    """Search hyperparameters of RECIPE with Optuna: one run folder per trial, best recipe in best.toml."""
-    if overwrite and resume:
-        raise click.UsageError("--overwrite and --resume exclude each other")
-    from .sweep import SweepConfig, parse_params, run_sweep
-
-    try:
-        config = SweepConfig(
-            recipe_path=recipe_path, params=parse_params(params), metric_name=metric, trials=trials,
-            output=(output or Path("sweeps") / recipe_path.stem).expanduser().resolve(), direction=direction,
-            overrides=overrides, sampler=sampler, seed=seed, pruner=pruner, prune_after=prune_after, baseline=baseline)
-        summary = run_sweep(config, resume=resume, overwrite=overwrite, echo=lambda m: click.echo(m, err=True))
-    except FtxError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume", err=True)
-        sys.exit(130)
-    click.echo(f"summary: {config.output / 'summary.md'}"
-               + (f"\nbest recipe: {config.output / 'best.toml'}" if summary.get("best") else ""))
-    if not summary.get("best"):
-        from .errors import RunError
-
-        _fail(RunError(f"no trial completed; see the error.txt of each trial in {config.output}"))
-
-
-@main.command()
-@click.argument("directory", metavar="[DIR]", required=False, default="runs", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(directory: Path, as_json: bool) -> None:
-    """List run folders under DIR (default: runs) with status, method, objective, after-metrics and seconds."""
-    from .runs_cmd import format_runs, list_runs
-
-    try:
-        rows = list_runs(directory)
-    except FtxError as exc:
-        _fail(exc)
-    click.echo(json.dumps(rows, indent=2) if as_json else format_runs(rows))
-
-
-@main.command()
-@click.argument("run_a", metavar="A", type=click.Path(path_type=Path))
-@click.argument("run_b", metavar="B", type=click.Path(path_type=Path))
-@click.option("--only-diff", is_flag=True, help="Show only the recipe keys and metrics that differ.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def compare(run_a: Path, run_b: Path, only_diff: bool, as_json: bool) -> None:
-    """Show two runs' recipes (differing keys marked *) and metrics (with B - A) side by side."""
-    from .runs_cmd import compare_runs, format_compare
-
-    try:
-        result = compare_runs(run_a, run_b)
-    except FtxError as exc:
-        _fail(exc)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    color = sys.stdout.isatty()
-    click.echo(format_compare(result, only_diff=only_diff, color=color), color=color)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,6 +84,15 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean {pool[close[0]]!r}?" if close else ""
 
 
+def unknown_key(word: str, candidates: Iterable[str]) -> str:
+    """``unknown key`` with a did-you-mean, or else every valid key, so a table's keys are discoverable from the CLI."""
+    keys = list(dict.fromkeys(candidates))
+    hint = did_you_mean(word, keys)
+    if hint or not keys:
+        return "unknown key" + (hint or "; this table takes no keys")
+    return "unknown key; valid keys: " + ", ".join(keys)
+
+
 def _expected(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     if kind == "missing":
@@ -113,7 +122,8 @@ def validation_problems(
             loc = [str(p) for p in err["loc"]]
             path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
             if err["type"] == "extra_forbidden":
-                problems.append(Problem(path, "unknown key" + did_you_mean(loc[-1], fields)))
+                top = len(loc) == 1  # a nested table's keys are not the model's fields
+                problems.append(Problem(path, unknown_key(loc[-1], fields) if top else "unknown key"))
             else:
                 problems.append(Problem(path, _expected(err)))
         return None, problems
@@ -228,8 +238,7 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
             for problem in errs:  # an unknown data key may be a misspelled core key
                 if problem.message.startswith("unknown key"):
                     word = problem.path.rsplit(".", 1)[-1]
-                    hint = did_you_mean(word, [*core_keys, *fmt.spec.options.model_fields])
-                    problem = Problem(problem.path, "unknown key" + hint)
+                    problem = Problem(problem.path, unknown_key(word, [*DataSection.model_fields, *fmt.spec.options.model_fields]))
                 problems.append(problem)
             if opts is not None:
                 data_format = Selected(fmt.spec.name, fmt.spec, opts, fmt.provenance, "data")

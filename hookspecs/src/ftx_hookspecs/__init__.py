@@ -32,6 +32,7 @@ from .examples import (
 )
 from .kinds import COMPONENT_KINDS, KIND_BY_HOOK, KIND_BY_NAME, ComponentKind
 from .markers import PROJECT_NAME, hookimpl, hookspec
+from .memory import MemoryPlan, MemoryPlanner, ModelShape
 from .protocols import DataFormat, Evaluator, Kernel, Logger, Method, Objective, Reward, RunContext, TrainResult
 
 try:
@@ -44,23 +45,26 @@ __all__ = [
     "KIND_BY_HOOK",
     "KIND_BY_NAME",
     "PROJECT_NAME",
-    "ComponentKind",
     "ChatExample",
     "ClassificationExample",
     "CommandSpec",
+    "ComponentKind",
     "ComponentSpec",
     "DataFormat",
     "DataFormatSpec",
     "Evaluator",
     "EvaluatorSpec",
+    "Example",
     "Kernel",
     "KernelSpec",
     "Logger",
     "LoggerSpec",
-    "Example",
+    "MemoryPlan",
+    "MemoryPlanner",
     "Message",
     "Method",
     "MethodSpec",
+    "ModelShape",
     "NoOptions",
     "Objective",
     "ObjectiveSpec",

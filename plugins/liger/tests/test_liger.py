@@ -106,7 +106,7 @@ def test_not_installed_names_its_distribution_without_guessing(write_recipe, tin
 
 def test_fused_loss_drops_the_logits_from_ftx_plan(write_recipe, tiny_dataset):
     """``ftx plan`` knows that Liger's fused linear cross-entropy never holds the logits; with it off, it does."""
-    from ftx.plan import plan_report
+    from ftx_plan.estimate import plan_report
 
     data = tiny_dataset("alpaca")
     manager = _manager()
@@ -114,7 +114,7 @@ def test_fused_loss_drops_the_logits_from_ftx_plan(write_recipe, tiny_dataset):
     def plan(kernels: list[dict]) -> dict:
         recipe = tiny_recipe(data, train={"batch_size": 16}, data={"max_length": 512}, kernels=kernels)
         path = write_recipe(recipe, name=f"r{len(kernels)}{kernels and len(kernels[0])}.toml")
-        return plan_report(manager.load_recipe(path), "cuda", 80 * 2**30)
+        return plan_report(manager.load_recipe(path), "cuda", 80 * 2**30, registry=manager.registry)
 
     plain, fused = plan([]), plan([{"use": "liger"}])
     unfused = plan([{"use": "liger", "fused_linear_cross_entropy": False}])

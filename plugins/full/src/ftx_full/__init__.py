@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ftx_hookspecs import MethodSpec, Options, hookimpl
 from pydantic import Field
@@ -16,6 +17,12 @@ class FullOptions(Options):
         description="parameter-name patterns (fnmatch) to freeze, e.g. ['model.embed_tokens.*']",
     )
     freeze_layers: int = Field(0, ge=0, description="freeze the embeddings and the first N transformer layers")
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: every parameter trains but the frozen ones (:mod:`ftx_full.memory`)."""
+        from .memory import full_plan
+
+        return full_plan(self, shape, plan)
 
 
 @hookimpl

@@ -7,6 +7,8 @@ importing torch or liger-kernel; the kernel itself is in :mod:`ftx_liger.kernel`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from ftx_hookspecs import KernelSpec, Options, hookimpl
 from pydantic import Field
@@ -26,6 +28,13 @@ class LigerOptions(Options):
     cross_entropy: bool = Field(
         False, description="Liger's cross-entropy on full logits (only when fused_linear_cross_entropy is off)"
     )
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan`` (hookspecs 1.2): the fused loss never holds the full logits. Needs no GPU to answer."""
+        if not self.fused_linear_cross_entropy:
+            return plan
+        note = "kernels 'liger': the loss is computed in chunks, so the full logits are never held"
+        return replace(plan, chunked_loss=True, notes=(*plan.notes, note))
 
 
 @hookimpl

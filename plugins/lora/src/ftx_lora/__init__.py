@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from ftx_hookspecs import MethodSpec, Options, hookimpl
 from pydantic import Field, field_validator
@@ -67,6 +67,12 @@ class LoraOptions(Options):
         """``alpha`` with its default filled in."""
         return float(self.alpha) if self.alpha is not None else 2.0 * self.r
 
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: adapters are the only trainable parameters (:mod:`ftx_lora.memory`)."""
+        from .memory import lora_plan
+
+        return lora_plan(self, shape, plan)
+
 
 class DoraOptions(LoraOptions):
     """``[method] use = "dora"``: LoRA with a learned magnitude per output column (``use_dora`` on)."""
@@ -85,6 +91,12 @@ class QLoraOptions(LoraOptions):
     gradient_checkpointing: bool = Field(
         True, description="recompute activations in the backward pass: much less memory, ~30% slower"
     )
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: a 4-bit base under the adapters (:mod:`ftx_lora.memory`)."""
+        from .memory import qlora_plan
+
+        return qlora_plan(self, shape, plan)
 
 
 @hookimpl

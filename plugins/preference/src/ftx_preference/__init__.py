@@ -10,7 +10,7 @@ Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from ftx_hookspecs import EvaluatorSpec, ObjectiveSpec, Options, hookimpl
 from pydantic import Field, field_validator
@@ -66,6 +66,12 @@ class DPOOptions(Options):
                 raise ValueError(f"unknown DPO loss {name!r}; choose from {', '.join(DPO_LOSSES)}")
         return value
 
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: the reference model and two sequences per example (:mod:`ftx_preference.memory`)."""
+        from .memory import dpo_plan
+
+        return dpo_plan(self, shape, plan)
+
 
 class KTOOptions(Options):
     """``[objective] use = "kto"``: Kahneman-Tversky optimisation, which learns from answers marked good or
@@ -83,6 +89,12 @@ class KTOOptions(Options):
     max_prompt_length: int | None = Field(
         None, gt=0, description="prompts longer than this many tokens are cut from the start; default: half of data.max_length"
     )
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: the reference model (:mod:`ftx_preference.memory`)."""
+        from .memory import kto_plan
+
+        return kto_plan(self, shape, plan)
 
 
 class PreferenceEvalOptions(Options):

@@ -37,11 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftx.api import (
+    apply_overrides,
+    evaluator_names,
+    is_pipeline,
+    plugin_manager,
+    read_toml,
+    run_recipe,
+    toml_loads,
+    toml_text,
+    write_json,
+    write_text_atomic,
+)
+from ftx.errors import FtxError, Problem, RecipeError, RunError, RunInterrupted
 from ftx_hookspecs import hookimpl
-
-from .errors import FtxError, Problem, RecipeError, RunError, RunInterrupted
-from .recipe.toml_io import TOMLDecodeError, dumps, loads, read_toml
-from .rundir import write_json, write_text_atomic
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "ftx-sweep"
@@ -101,14 +110,14 @@ def _parse_args(raw: str) -> list[Any]:
     if not raw:
         return []
     try:
-        return list(loads(f"v = [{raw}]")["v"])
-    except TOMLDecodeError:
+        return list(toml_loads(f"v = [{raw}]")["v"])
+    except ValueError:  # tomllib.TOMLDecodeError
         values = []
         for part in raw.split(","):
             part = part.strip()
             try:
-                values.append(loads(f"v = {part}")["v"])
-            except TOMLDecodeError:
+                values.append(toml_loads(f"v = {part}")["v"])
+            except ValueError:
                 values.append(part)  # a bare word: a string
         return values
 
@@ -313,7 +322,7 @@ def validate(config: SweepConfig, manager_factory: Callable[[], Any]) -> Any:
     """Check the recipe, every searched key at its bounds or choices, and the metric, before any trial."""
     manager = manager_factory()
     recipe = manager.load_recipe(config.recipe_path, config.overrides)
-    if hasattr(recipe, "stages"):
+    if is_pipeline(recipe):
         raise RecipeError(Problem("", f"{config.recipe_path} is a pipeline ([[stages]]); sweep one stage's recipe"))
     for param in config.params:
         for value in param.corners():
@@ -322,10 +331,7 @@ def validate(config: SweepConfig, manager_factory: Callable[[], Any]) -> Any:
             except RecipeError as exc:
                 raise RecipeError([Problem(param.where, f"with {param.key} = {value!r}: {p}") for p in exc.problems],
                                   str(config.recipe_path)) from None
-    from .evaluation import unique_names
-
-    config.metric = resolve_metric(config.metric_name, unique_names(e.name for e in recipe.evaluators),
-                                   config.direction)
+    config.metric = resolve_metric(config.metric_name, evaluator_names(recipe), config.direction)
     return recipe
 
 
@@ -424,8 +430,6 @@ def enqueue_baseline(study: Any, config: SweepConfig, recipe: Any, echo: Callabl
 
 def _run_trial(trial: Any, config: SweepConfig, make_manager: Callable[..., Any],
                run_echo: Callable[[str], None], echo: Callable[[str], None]) -> float:
-    from .runner import run_recipe
-
     with warnings.catch_warnings():  # trial 0 may sit outside a range: Optuna warns, and uses it
         warnings.simplefilter("ignore")
         values = {p.key: p.suggest(trial) for p in config.params}
@@ -471,12 +475,10 @@ def run_sweep(
     """Validate, open or resume the study, run trials until ``config.trials`` finished, write the summary.
 
     :param make_manager: builds a plugin manager (``extra_plugins=`` keyword); default
-        :func:`ftx.plugins.make_plugin_manager`.
+        :func:`ftx.api.plugin_manager`.
     :returns: what ``summary.json`` holds.
     """
-    from .plugins import make_plugin_manager
-
-    make_manager = make_manager or make_plugin_manager
+    make_manager = make_manager or plugin_manager
     run_echo = run_echo or (lambda message: echo("    " + message))
     recipe = validate(config, make_manager)
     if config.seed is None:
@@ -497,7 +499,7 @@ def run_sweep(
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Any:
     """SIGTERM outside training acts as Ctrl-C, so the trial is recorded as interrupted (training's own
-    handler, :func:`ftx.runner.stop_on_signals`, checkpoints first)."""
+    handler checkpoints first)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -679,8 +681,6 @@ def _absolute(value: Any, base: Path) -> Any:
 
 def best_recipe_text(config: SweepConfig, best: Mapping[str, Any]) -> str:
     """The original recipe with ``--set`` overrides and the best parameters applied; paths made absolute."""
-    from .recipe.loader import apply_overrides
-
     base = config.recipe_path.resolve().parent
     data = apply_overrides(read_toml(config.recipe_path),
                            [*config.overrides, *(f"{k}={toml_value(v)}" for k, v in best["params"].items())])
@@ -697,7 +697,7 @@ def best_recipe_text(config: SweepConfig, best: Mapping[str, Any]) -> str:
         "# Paths are absolute; [output] dir is the folder `best` beside this file.",
         "",
     ]
-    return "\n".join(header) + dumps(data)
+    return "\n".join(header) + toml_text(data)
 
 
 def load_summary(folder: Path) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
-from .recipe.toml_io import loads
+from ftx.api import ERROR_FILE, LOCK_FILE, METRICS_FILE, toml_loads
+from ftx.errors import RecipeError
 
-MARKER = "recipe.lock.toml"
+MARKER = LOCK_FILE
 SKIPPED_DIRS = frozenset({"checkpoints", "model", ".model.tmp", "mlruns", "tensorboard", "__pycache__", ".git"})
 """Folders inside a run that hold no runs of their own; not walked."""
 METRIC_TABLES = ("before", "after", "train", "baseline", "forgetting", "figures")
@@ -47,16 +47,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _read_lock(run_dir: Path) -> dict[str, Any]:
     try:
-        return loads((run_dir / MARKER).read_text(encoding="utf-8"))
+        return toml_loads((run_dir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
 
 def run_status(run_dir: Path) -> str:
     """``complete``, ``failed``, ``pruned`` (stopped by ``ftx sweep``'s pruner) or ``incomplete``."""
-    if (run_dir / "metrics.json").is_file():
+    if (run_dir / METRICS_FILE).is_file():
         return "complete"
-    error = run_dir / "error.txt"
+    error = run_dir / ERROR_FILE
     if error.is_file():
         tail = error.read_text(encoding="utf-8", errors="replace")[-2000:]
         return "pruned" if "TrialPruned" in tail else "failed"
@@ -80,7 +80,7 @@ def main_figures(metrics: Mapping[str, Any]) -> dict[str, float]:
 def run_summary(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
     """What ``ftx runs`` shows for one folder."""
     lock = _read_lock(run_dir)
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = _read_json(run_dir / METRICS_FILE)
     status = run_status(run_dir)
     name = str(run_dir.relative_to(root)) if root is not None and run_dir != root else run_dir.name
     seconds = (metrics.get("train") or {}).get("seconds")
@@ -124,7 +124,7 @@ def table(head: list[str], rows: list[list[str]]) -> list[str]:
 def format_runs(rows: list[dict[str, Any]]) -> str:
     """The ``ftx runs`` table."""
     if not rows:
-        return "no run folders (with recipe.lock.toml) found"
+        return f"no run folders (with {MARKER}) found"
     body = [[r["run"], r["status"], r["method"] or "-", r["objective"] or "-",
              "  ".join(f"{k}={_fmt(v)}" for k, v in r["metrics"].items()) or "-",
              f"{r['seconds']:.0f}" if r["seconds"] is not None else "-"] for r in rows]
@@ -166,7 +166,7 @@ def _load_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     path = Path(path)
     if not (path / MARKER).is_file():
         raise RecipeError(f"{path} is not a run folder (no {MARKER}); `ftx runs` lists them")
-    return _read_lock(path), _read_json(path / "metrics.json")
+    return _read_lock(path), _read_json(path / METRICS_FILE)
 
 
 def compare_runs(a: Path, b: Path) -> dict[str, Any]:

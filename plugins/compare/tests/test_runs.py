@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from ftx.api import toml_text as dumps
 from ftx.cli import main
-from ftx.recipe.toml_io import dumps
 
 
 def make_run(folder: Path, lr: float, *, exact: float | None = None, loss: float = 1.0, error: str | None = None,

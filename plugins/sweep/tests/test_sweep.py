@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from ftx.cli import main
 from ftx.errors import RecipeError, RunError
-from ftx.sweep import PruningReporter, load_summary, parse_param, parse_params, resolve_metric, toml_value
+from ftx_sweep.study import PruningReporter, load_summary, parse_param, parse_params, resolve_metric, toml_value
 from ftx.testing import TINY_TEST_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 TINY_CONFIG = "{" + ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items()) + "}"
 TINY = [  # the quickstart shrunk to seconds per trial: test model, 4 steps, 10 held-out rows, loss only
@@ -159,7 +159,7 @@ def test_four_trial_sweep_resumes_after_a_kill_and_beats_the_recipe(tmp_path, ft
     # best.toml is the quickstart with the best values, and validates
     validated = CliRunner().invoke(main, ["validate", str(out / "best.toml")])
     assert validated.exit_code == 0, validated.output
-    from ftx.recipe.toml_io import read_toml
+    from ftx.api import read_toml
 
     best_recipe = read_toml(out / "best.toml")
     assert best_recipe["train"]["lr"] == best["params"]["train.lr"]
