@@ -27,7 +27,9 @@ from .data.cache import TokenizeResult, tokenize_prepared
 from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_all, tokenize_chat, tokenize_example, tokenize_text
 from .device import resolve_device
 from .errors import DataError, EvaluationSkipped, FtxError, Problem, RecipeError, RunError, RunInterrupted
+from .errors import NestedOptionsError
 from .generation import generate_replies, stop_token_ids
+from .recipe.loader import validation_problems as validate_options
 from .models.loading import resolve_dtype
 from .recipe.toml_io import dumps as toml_text
 from .rundir import replace_dir, write_json, write_text_atomic
@@ -45,6 +47,8 @@ from .training import CausalLMCollator, PackedCollator, pack_rows, quiet_librari
 __all__ = [
     "ERROR_FILE",
     "IGNORE_INDEX",
+    "NestedOptionsError",
+    "validate_options",
     "LOCK_FILE",
     "METRICS_FILE",
     "CausalLMCollator",

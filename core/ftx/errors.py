@@ -22,6 +22,16 @@ class FtxError(Exception):
     exit_code = 1
 
 
+class NestedOptionsError(ValueError):
+    """Raised by an options validator that validates other components' options (an RL objective's rewards):
+    each problem's ``path`` is relative to the validated value (``"[0].zero_at"``), so the recipe error names
+    the full TOML path, as for a top-level key."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
 class RecipeError(FtxError):
     """A recipe is invalid; lists every problem found, each with its TOML path."""
 

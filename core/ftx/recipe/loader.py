@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ComponentNotFound, Problem, RecipeError
+from ..errors import ComponentNotFound, NestedOptionsError, Problem, RecipeError
 from ..registry import Registry
 from .model import Recipe, Selected
 from .schema import (
@@ -105,6 +105,13 @@ def _expected(err: Mapping[str, Any]) -> str:
     return f"{message}{got_text}"
 
 
+def _join_path(path: str, relative: str) -> str:
+    """``objective.rewards`` + ``[0].zero_at`` -> ``objective.rewards[0].zero_at``."""
+    if not relative:
+        return path
+    return f"{path}{relative}" if relative.startswith("[") or not path else f"{path}.{relative}"
+
+
 def validation_problems(
     model: type[BaseModel], table: Mapping[str, Any], prefix: str, context: Mapping[str, Any] | None = None
 ) -> tuple[Any, list[Problem]]:
@@ -121,7 +128,10 @@ def validation_problems(
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
             path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
-            if err["type"] == "extra_forbidden":
+            nested = (err.get("ctx") or {}).get("error")
+            if isinstance(nested, NestedOptionsError):  # another component's options, validated inside this one
+                problems.extend(Problem(_join_path(path, p.path), p.message) for p in nested.problems)
+            elif err["type"] == "extra_forbidden":
                 top = len(loc) == 1  # a nested table's keys are not the model's fields
                 problems.append(Problem(path, unknown_key(loc[-1], fields) if top else "unknown key"))
             else:

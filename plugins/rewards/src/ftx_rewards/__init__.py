@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ftx_hookspecs import EvaluatorSpec, Options, RewardSpec, hookimpl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class ExactMatchRewardOptions(Options):
@@ -99,21 +99,21 @@ def check_rewards(rewards: list[RewardUse], info: ValidationInfo) -> list[Reward
     registry = (info.context or {}).get("registry") if info is not None else None
     if registry is None:
         return rewards
-    problems = []
+    from ftx.api import NestedOptionsError, Problem, validate_options
+
+    problems: list[Problem] = []
     for index, entry in enumerate(rewards):
         try:
             found = registry.get("reward", entry.use)
         except Exception as exc:  # noqa: BLE001 - ComponentNotFound carries the user-facing message
             messages = [p.message for p in getattr(exc, "problems", [])] or [str(exc)]
-            problems.append(f"[{index}]: " + " ".join(messages))
+            problems.append(Problem(f"[{index}].use", " ".join(messages)))
             continue
-        try:
-            found.spec.options.model_validate(entry.reward_options())
-        except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '-'}: {err['msg']}" for err in exc.errors())
-            problems.append(f"[{index}] (reward {entry.use!r}): {details}")
+        # the reward's own options, checked like any component's: each problem names its key
+        _options, found_problems = validate_options(found.spec.options, entry.reward_options(), f"[{index}]")
+        problems.extend(found_problems)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise NestedOptionsError(problems)
     return rewards
 
 
