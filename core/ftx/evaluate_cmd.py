@@ -19,8 +19,7 @@ from .rundir import MARKER
 def load_eval_recipe(target: Path, recipe_path: Path | None, overrides: Sequence[str], registry: Any) -> tuple[Any, Path]:
     """The recipe to evaluate with and the model folder to load."""
     from .recipe import load_recipe
-    from .recipe.loader import apply_overrides, build_recipe
-    from .recipe.toml_io import read_toml
+    from .trained import read_run_recipe
 
     if not target.exists():
         raise RecipeError(f"{target} does not exist: give a run folder (with {MARKER}) or a model folder")
@@ -33,35 +32,24 @@ def load_eval_recipe(target: Path, recipe_path: Path | None, overrides: Sequence
     if not is_run:
         raise RecipeError(f"{target} is not a run folder (no {MARKER}): pass --recipe to say which data and "
                           "evaluators to use")
-    lock = target / MARKER
-    data = read_toml(lock)
-    data.pop("ftx", None)
-    return build_recipe(apply_overrides(data, overrides), registry, path=lock), model_dir
+    return read_run_recipe(target, overrides, registry), model_dir
 
 
 def load_trained_model(recipe: Any, model_dir: Path, run: Any) -> Any:
-    """Load the tokenizer and model saved in ``model_dir``; a peft adapter is put on the recipe's base model."""
-    from .models.loading import class_labels, load_model, load_tokenizer, resolve_model_path
+    """The model saved in ``model_dir``, its tokenizer set on ``run``; an adapter is put back on the recipe's
+    base by the method that saved it (:mod:`ftx.trained`)."""
+    from .trained import load_saved_model
 
-    head = getattr(recipe.objective.spec, "model_head", "causal-lm")
-    labels = class_labels(recipe, getattr(run, "data", None)) if head == "sequence-classification" else None
-    run.tokenizer = load_tokenizer(recipe.model.model_copy(update={"tokenizer": None}), str(model_dir))
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        method = recipe.method.build()
-        base_path = resolve_model_path(recipe.model, echo=run.echo)
-        base = load_model(recipe.model, base_path, head=head, device=run.device, tokenizer=run.tokenizer,
-                          extra=method.load_kwargs(run), labels=labels)
-        return PeftModel.from_pretrained(base, str(model_dir))
-    return load_model(recipe.model, str(model_dir), head=head, device=run.device, tokenizer=run.tokenizer, extra={})
+    return load_saved_model(recipe, model_dir, run)[0]
 
 
 def evaluate_folder(
     target: Path, *, recipe_path: Path | None = None, overrides: Sequence[str] = (), output: Path | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = print, trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the model in ``target``; write and return ``{"model", "eval", "skipped"?, "gate"?}``."""
+    """Evaluate the model in ``target``; write and return ``{"model", "eval", "skipped"?, "gate"?}``.
+
+    A recipe with ``model.trust_remote_code`` needs ``trust_remote_code`` too (``--trust-remote-code``)."""
     from .context import Run
     from .evaluation import evaluate_all, unique_names
     from .gate import check_gate, parse_gate
@@ -78,6 +66,9 @@ def evaluate_folder(
     target = Path(target).resolve()
     manager = make_plugin_manager()
     recipe, model_dir = load_eval_recipe(target, recipe_path, overrides, manager.registry)
+    from .models.loading import check_remote_code
+
+    check_remote_code(recipe.model, trust_remote_code)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.train.seed)

@@ -65,7 +65,13 @@ class TrainResult:
 
 @runtime_checkable
 class Method(Protocol):
-    """Makes a model's weights trainable, and saves what was trained."""
+    """Makes a model's weights trainable, and saves what was trained.
+
+    ``load_trained``, ``merge`` and ``trained_base`` (added in 1.2) are optional: a method that saves
+    a full Hugging Face model needs none of them, and the core calls each only when present (so test
+    for them with ``getattr``, not ``isinstance``). A method that saves an adapter implements them so
+    that ``ftx eval`` and deploy plugins can load, merge and find the base of what it saved.
+    """
 
     def load_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         """Extra ``from_pretrained`` keyword arguments (e.g. a quantization config); ``{}`` for most."""
@@ -75,6 +81,27 @@ class Method(Protocol):
 
     def save(self, model: Any, path: Path, ctx: RunContext) -> None:
         """Write the trained model (or adapter) in Hugging Face format to ``path``."""
+
+    def load_trained(self, model: Any, path: Path, ctx: RunContext | None) -> Any:
+        """Optional (1.2): put what ``save`` wrote in ``path`` back on ``model``, the base loaded as for training.
+
+        ``ctx`` is the run's context, or ``None`` for a folder loaded without its run (then the base
+        is loaded without ``load_kwargs``). Return the model to evaluate or generate with.
+        """
+
+    def merge(self, model: Any, ctx: RunContext | None) -> Any:
+        """Optional (1.2): fold the trained weights of ``model`` (from ``load_trained``) into its base.
+
+        Return a plain transformers model (no wrapper classes, no quantised weights) that
+        ``save_pretrained`` writes as a standalone full model; ``ftx export --merge`` uses it.
+        """
+
+    def trained_base(self, path: Path) -> Mapping[str, Any] | None:
+        """Optional (1.2): for a folder this method saved, found without its run, the base it trained on.
+
+        Return the ``[model]`` table of that base (at least ``name``; ``config`` and ``pretrain_steps``
+        for built-in models), or ``None`` when ``path`` is not a folder this method saved.
+        """
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ def make_ctx(save: str = "auto", device: str = "cpu", checkpointing: bool = Fals
         recipe={"model": {"name": "builtin:tiny-llama", "dtype": "auto", "config": {}, "pretrain_steps": 0},
                 "output": {"save": save}},
         device=device,
+        echo=lambda _message: None,
     )
 
 

@@ -188,3 +188,50 @@ def test_qlora_on_a_model_bitsandbytes_did_not_quantize_fails_clearly(tiny_model
 def test_qlora_refuses_mps_before_loading():
     with pytest.raises(RecipeError, match="train.device"):
         QLoraMethod(QLoraOptions()).load_kwargs(make_ctx(device="mps"))
+
+
+def test_the_method_reloads_merges_and_names_the_base_of_what_it_saved(tiny_model_factory, tiny_model_path, tmp_path):
+    """Method.load_trained / merge / trained_base (ftx-hookspecs 1.2): what ftx eval and ftx export call."""
+    import torch
+    from ftx_lora import DoraOptions
+
+    method = LoraMethod(LoraOptions(r=4))
+    model = method.apply(tiny_model_factory(), make_ctx())
+    randomize_adapter(model)
+    method.save(model, tmp_path / "adapter", make_ctx())
+    x = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        wanted = model.eval()(input_ids=x).logits
+
+    assert method.trained_base(tmp_path / "adapter") == {"name": str(Path(tiny_model_path).resolve())}
+    assert method.trained_base(tmp_path) is None  # not an adapter folder
+    assert LoraMethod(DoraOptions(r=4)).trained_base(tmp_path / "adapter") is None  # a LoRA adapter, not DoRA's
+    assert QLoraMethod(QLoraOptions(r=4)).trained_base(tmp_path / "adapter") is None  # its base was not 4-bit
+
+    reloaded = method.load_trained(tiny_model_factory(), tmp_path / "adapter", None)
+    merged = method.merge(reloaded, None)
+    assert not [m for m in merged.modules() if type(m).__module__.startswith("peft")]
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(input_ids=x).logits, wanted, atol=1e-5)
+        assert torch.allclose(merged.eval()(input_ids=x).logits, wanted, atol=1e-4)
+
+
+def test_core_loads_an_adapter_folder_without_its_run_through_the_method_that_recognises_it(
+        tiny_model_factory, tmp_path, ftx_home):
+    """ftx.api.load_trained asks the installed methods: ftx core itself imports no peft."""
+    import torch
+    from ftx.api import find_trained, load_trained, merge_trained
+
+    method = LoraMethod(LoraOptions(r=4, use_dora=True))
+    model = method.apply(tiny_model_factory(), make_ctx())
+    randomize_adapter(model)
+    method.save(model, tmp_path / "adapter", make_ctx())
+    source = find_trained(tmp_path / "adapter")
+    assert source.run_dir is None and not source.is_full
+    trained = load_trained(source, device="cpu")
+    assert trained.method_name == "dora" and Path(trained.base).is_dir()
+    x = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        assert torch.allclose(trained.model(input_ids=x).logits, model.eval()(input_ids=x).logits, atol=1e-5)
+        merged = merge_trained(trained)
+        assert torch.allclose(merged(input_ids=x).logits, model(input_ids=x).logits, atol=1e-4)

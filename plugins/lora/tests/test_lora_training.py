@@ -35,3 +35,10 @@ def test_short_adapter_training_lowers_held_out_loss(method, write_recipe, run_r
     config = json.loads((out / "model" / "adapter_config.json").read_text())
     assert config["r"] == 8 and (out / "model" / "adapter_model.safetensors").exists()
     assert (out / "model" / "tokenizer_config.json").exists()
+    # ftx eval reloads the saved adapter through the method (Method.load_trained; the core imports no peft)
+    from click.testing import CliRunner
+    from ftx.cli import main
+
+    result = CliRunner().invoke(main, ["eval", str(out)])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout)["eval"]["loss"]["loss"] == pytest.approx(after, abs=1e-4)

@@ -14,7 +14,12 @@ from typing import Any
 
 def is_quantized(model: Any) -> bool:
     """True when any weight is a bitsandbytes 4-bit or 8-bit parameter."""
-    return any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
+    return count_quantized(model) > 0
+
+
+def count_quantized(model: Any) -> int:
+    """How many weights are bitsandbytes 4-bit or 8-bit parameters (one per quantised linear layer)."""
+    return sum(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
 
 
 def _source(module: Any) -> Any:

@@ -62,11 +62,68 @@ class LoraMethod:
     def save(self, model: Any, path: Path, ctx: RunContext) -> None:
         mode = ctx.recipe.get("output", {}).get("save", "auto")
         if mode == "merged":
-            from .merge import merged_model
-
-            merged_model(model, self.compute_dtype(ctx)).save_pretrained(path)
+            self.merge(model, ctx).save_pretrained(path)
             return
         save_adapter(model, path, ctx)
+
+    def load_trained(self, model: Any, path: Path, ctx: RunContext | None) -> Any:
+        """The adapter saved in ``path`` back on its base ``model`` (loaded as for training), for inference."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(path))
+
+    def merge(self, model: Any, ctx: RunContext | None) -> Any:
+        """The adapter folded into the base: a plain transformers model; a 4-bit base is dequantised first."""
+        from .merge import count_quantized, merged_model
+
+        dtype = self.compute_dtype(ctx) if ctx is not None else model.get_input_embeddings().weight.dtype
+        quantized = count_quantized(model)
+        if quantized and ctx is not None:
+            ctx.echo(f"merge: dequantising {quantized} quantised layers to {str(dtype).replace('torch.', '')}")
+        return merged_model(model, dtype)
+
+    def trained_base(self, path: Path) -> dict[str, Any] | None:
+        """For an adapter folder of this flavour (LoRA or DoRA, unquantised base), the ``[model]`` table of its
+        base; else ``None``. ``lora`` also answers for peft adapters of other types: peft loads them alike."""
+        saved = read_adapter(Path(path))
+        if saved is None or not self.saved_this(*saved):
+            return None
+        return base_table(Path(path), *saved)
+
+    def saved_this(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
+        """Whether an adapter with this ``adapter_config.json`` and ``ftx_base.json`` is of this method's flavour."""
+        if config.get("peft_type", "LORA") != "LORA":
+            return type(self) is LoraMethod and not self.options.use_dora
+        return bool(config.get("use_dora")) == self.options.use_dora and not info.get("quantized_base")
+
+
+def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(adapter_config.json, ftx_base.json or {})`` of an adapter folder; ``None`` when ``path`` holds no adapter."""
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    found = []
+    for file in (config_file, path / "ftx_base.json"):
+        try:
+            found.append(json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {})
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{file}: cannot read it ({exc})") from exc
+    return found[0], found[1]
+
+
+def base_table(path: Path, config: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The ``[model]`` table of a saved adapter's base: its recorded base folder when it still exists, else how
+    ftx built that base (``ftx_base.json``), else the hub id peft recorded."""
+    named = config.get("base_model_name_or_path")
+    if named and Path(named).is_dir():
+        return {"name": str(named)}
+    if info.get("model"):
+        return {"name": info["model"], "config": info.get("config") or {},
+                "pretrain_steps": info.get("pretrain_steps") or 0}
+    if named:
+        return {"name": str(named)}
+    raise RunError(f"adapter {path} names no base model (adapter_config.json base_model_name_or_path); "
+                   "give the run folder it came from")
 
 
 def save_adapter(model: Any, path: Path, ctx: RunContext) -> None:
@@ -146,6 +203,15 @@ class QLoraMethod(LoraMethod):
             kwargs["device_map"] = {"": torch.cuda.current_device()}
         return kwargs
 
+    def saved_this(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
+        """A LoRA adapter ftx saved from a 4-bit base."""
+        return config.get("peft_type", "LORA") == "LORA" and bool(info.get("quantized_base"))
+
+    def load_trained(self, model: Any, path: Path, ctx: RunContext | None) -> Any:
+        """The adapter on its 4-bit base, with the weight layout training used (see :meth:`apply`)."""
+        keep_training_layout(model)
+        return super().load_trained(model, path, ctx)
+
     def apply(self, model: Any, ctx: RunContext) -> Any:
         import bitsandbytes as bnb
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -157,12 +223,7 @@ class QLoraMethod(LoraMethod):
                 f"method 'qlora': bitsandbytes quantised none of the layers of this {model_type!r} model "
                 "(it has no torch.nn.Linear layers bitsandbytes can replace); use method 'lora' instead"
             )
-        for module in model.modules():
-            if isinstance(module, bnb.nn.Linear4bit):
-                # bitsandbytes repacks 4-bit weights on the first no-grad CPU forward (evaluation) into a
-                # bf16 inference layout whose inverse re-quantises the constants: the evaluated model would
-                # differ from the trained one, and a merge could not recover the exact weights. Keep one layout.
-                module.support_avx512bf16_for_cpu = False
+        keep_training_layout(model)
         config = self.lora_config(model)
         model = prepare_model_for_kbit_training(
             model,
@@ -170,3 +231,15 @@ class QLoraMethod(LoraMethod):
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         return get_peft_model(model, config)
+
+
+def keep_training_layout(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit weights in their training layout on the CPU.
+
+    bitsandbytes repacks 4-bit weights on the first no-grad CPU forward (evaluation) into a bf16
+    inference layout whose inverse re-quantises the constants: the evaluated model would differ from
+    the trained one, and a merge could not recover the exact weights. Keep one layout.
+    """
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes"):
+            module.support_avx512bf16_for_cpu = False

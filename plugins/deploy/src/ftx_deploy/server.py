@@ -7,10 +7,15 @@ stream), never on the event loop; the engine's lock lets one generation run at a
 others wait their turn. Every error is a JSON body ``{"error": {"message", "type", "param",
 "code"}}`` with a 4xx status for bad input (malformed JSON, unknown model, a prompt over the
 context length, invalid parameters) or 500 for a failure of ours; the server keeps serving.
+
+With an API key (``--api-key`` or ``FTX_API_KEY``) every ``/v1`` request must send it as
+``Authorization: Bearer KEY`` (what OpenAI clients send as their ``api_key``), or it gets a 401 in
+OpenAI's error shape (``invalid_api_key``); ``/health`` stays open for load balancers.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -60,8 +65,30 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def create_app(engine: Engine) -> Any:
-    """The FastAPI application serving ``engine`` under its name."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The warning for a server others can reach without a key, or ``None`` (loopback, or a key is set)."""
+    if host in LOOPBACK or api_key:
+        return None
+    return (f"warning: listening on {host} without an API key: anyone who can reach this machine can use the "
+            "model; set --api-key or FTX_API_KEY")
+
+
+def key_problem(header: str | None, api_key: str) -> str | None:
+    """Why an ``Authorization`` header does not carry ``api_key`` (OpenAI's wording), or ``None`` when it does."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
+                "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+    if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        return "Incorrect API key provided. Use the key given to ftx serve (--api-key or FTX_API_KEY)."
+    return None
+
+
+def create_app(engine: Engine, api_key: str | None = None) -> Any:
+    """The FastAPI application serving ``engine`` under its name; ``api_key`` guards every ``/v1`` route."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -70,6 +97,16 @@ def create_app(engine: Engine) -> Any:
 
     app = FastAPI(title=f"ftx serve: {engine.name}", docs_url=None, redoc_url=None)
     created = int(time.time())
+
+    if api_key:
+        @app.middleware("http")
+        async def _authorize(request: Request, call_next: Any) -> Any:
+            if request.url.path.startswith("/v1"):
+                problem = key_problem(request.headers.get("authorization"), api_key)
+                if problem is not None:
+                    return JSONResponse(error_body(problem, code="invalid_api_key"), status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -206,8 +243,9 @@ def _sse(engine: Engine, ids: list[int], options: dict[str, Any], chat: bool, us
     yield "data: [DONE]\n\n"
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          api_key: str | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(engine, api_key), host=host, port=port, log_level=log_level)

@@ -12,22 +12,15 @@ from click.testing import CliRunner
 from ftx.cli import main
 
 
-@pytest.fixture(scope="session")
-def stopping_run(ftx_home, tmp_path_factory):
-    from ftx.deploy.testkit import stopping_run as train
-
-    return train(tmp_path_factory.getbasetemp() / "deploy-stopping-run")
-
-
 @pytest.fixture(scope="module")
 def run_model(stopping_run):
-    from ftx.deploy.source import find_model, load_for_inference
+    from ftx_deploy.source import find_model, load_for_inference
 
     return load_for_inference(find_model(stopping_run), device="cpu")
 
 
 def _greedy(run_model, messages):
-    from ftx.generation import generate_replies
+    from ftx.api import generate_replies
 
     model, tokenizer = run_model
     return generate_replies(model, tokenizer, [messages], max_new_tokens=32)[0]
@@ -66,14 +59,14 @@ class _RecordingEngine:
         return max_tokens or 8
 
     def stream(self, ids, **kwargs):
-        from ftx.deploy.engine import Reply
+        from ftx_deploy.engine import Reply
 
         yield f"re{len(self.seen)}"
         yield Reply("", "stop", len(ids), 1)
 
 
 def test_chat_loop_history_reset_and_exit():
-    from ftx.deploy.chat import chat_loop
+    from ftx_deploy.chat import chat_loop
 
     engine, out = _RecordingEngine(), []
     count = chat_loop(engine, ["one\n", "two\n", "/reset\n", "  \n", "three\n", "/exit\n", "four\n"], out.append)
@@ -88,7 +81,7 @@ def test_chat_loop_history_reset_and_exit():
 
 @pytest.mark.slow
 def test_generate_writes_a_reply_per_prompt(stopping_run, run_model, tmp_path):
-    from ftx.deploy.smoke import eval_prompts
+    from ftx_deploy.smoke import eval_prompts
 
     prompts, _, _ = eval_prompts(stopping_run, 2, lambda _m: None)
     rows = [{"prompt": prompts[0][-1]["content"], "id": 1}, {"messages": prompts[1], "id": 2}]

@@ -4,9 +4,10 @@ The folder holds safetensors weights, the tokenizer with the chat template used 
 a ``generation_config.json`` whose ``eos_token_id`` includes the template's end-of-turn token. An
 adapter run is merged into its base (``--merge``, the default; a QLoRA base is dequantised to the
 compute dtype first, so the merge adds the adapter to the very weights it trained against) or
-copied as an adapter (``--adapter``). Before the folder appears, a smoke test generates greedily
-on held-out prompts with the folder's own template and generation config: every reply must stop
-at an EOS id before a length cap, or nothing is exported and the error says why.
+copied as an adapter (``--adapter``). The merge is the method's own (``Method.merge``, e.g. ftx-lora's),
+reached through ``ftx.api``: this plugin knows no adapter library. Before the folder appears, a smoke
+test generates greedily on held-out prompts with the folder's own template and generation config:
+every reply must stop at an EOS id before a length cap, or nothing is exported and the error says why.
 
 Everything is written to a temporary sibling folder and renamed into place at the end, so DIR
 never holds half an export; a non-empty DIR is replaced only with ``overwrite`` and only when it
@@ -21,13 +22,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import __version__
-from ..errors import FtxError, RunError
-from ..rundir import replace_dir, write_json
-from .smoke import check_smoke, default_cap, eval_prompts, run_smoke_test
+from ftx.api import replace_dir, write_json
+from ftx.errors import FtxError, RunError
+
+from .smoke import check_smoke, context_room, default_cap, run_smoke_test, smoke_inputs
 from .source import ModelSource, find_model, load_causal_lm, load_tokenizer, pick_device, quiet
 from .stops import as_id_list, template_end_of_turn, token_names
 
@@ -100,11 +102,18 @@ def _check_target(to: Path, source: ModelSource, overwrite: bool) -> Path:
 
 
 def _check_mode(mode: Mode, source: ModelSource) -> Mode:
-    if mode == "adapter" and not source.is_adapter:
+    if mode == "adapter" and source.is_full:
         raise ExportRefused(f"--adapter: {source.model_dir} holds a full model, not an adapter; export it without --adapter")
     if mode == "auto":
-        return "merge" if source.is_adapter else "auto"
+        return "auto" if source.is_full else "merge"
     return mode
+
+
+def _ftx_version() -> str:
+    try:
+        return version("ftx")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
 
 
 def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dict[str, Any]:
@@ -115,11 +124,11 @@ def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dic
     if mode == "adapter":
         shutil.copytree(source.model_dir, tmp, dirs_exist_ok=True)
         kind, model = "adapter", None
-    elif source.is_adapter or causal:
-        model = merged_adapter_model(source, echo) if source.is_adapter else load_causal_lm(source.model_dir, "cpu")
+    elif not source.is_full or causal:
+        model = merged_model(source, echo) if not source.is_full else load_causal_lm(source.model_dir, "cpu")
         model.config.use_cache = True  # training may have switched the KV cache off; inference wants it
         model.save_pretrained(tmp)
-        kind = "merged" if source.is_adapter else "full"
+        kind = "full" if source.is_full else "merged"
     else:
         for item in source.model_dir.iterdir():
             if item.is_file():
@@ -127,7 +136,7 @@ def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dic
         kind, model = "full", None
     tokenizer.save_pretrained(tmp)
     info: dict[str, Any] = {
-        "ftx": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ftx": _ftx_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": str(source.run_dir or source.model_dir), "mode": kind, "causal_lm": causal,
     }
     if causal:
@@ -184,7 +193,7 @@ def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | No
 
     from .source import load_for_inference
 
-    prompts, refs, origin = eval_prompts(source.run_dir, count, echo)
+    inputs = smoke_inputs(source.run_dir, count, echo)
     device = pick_device(device)
     if mode == "adapter":
         model, _ = load_for_inference(ModelSource(tmp, source.run_dir), device=device, echo=echo)
@@ -192,75 +201,21 @@ def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | No
         model = load_causal_lm(tmp, device)
     tokenizer = load_tokenizer(tmp)
     eos_ids = as_id_list(GenerationConfig.from_pretrained(str(tmp)).eos_token_id)
-    cap = cap or default_cap(tokenizer, refs)
-    report = run_smoke_test(model, tokenizer, prompts, eos_ids=eos_ids, max_new_tokens=cap, prompt_source=origin)
+    room = context_room(model, tokenizer, inputs.prompts)
+    cap, how = (cap, "--smoke-max-tokens") if cap else default_cap(tokenizer, inputs.answers, room)
+    report = run_smoke_test(model, tokenizer, inputs.prompts, eos_ids=eos_ids, max_new_tokens=cap,
+                            prompt_source=inputs.origin, cap_source=how, room=room)
     check_smoke(report, tokenizer)
-    longest = max(len(g.token_ids) for g in report.generations)
-    echo(f"smoke test: {len(report.generations)} of {len(report.generations)} greedy replies ({origin}) stopped at an "
-         f"EOS id; longest {longest} of {cap} tokens")
+    echo(f"smoke test: {report.summary()}")
     return report.as_dict()
 
 
-def merged_adapter_model(source: ModelSource, echo: Echo) -> Any:
-    """The adapter merged into an unquantised base in the compute dtype, as a plain transformers model.
+def merged_model(source: ModelSource, echo: Echo) -> Any:
+    """The adapter merged into its base by the method that saved it, as a plain transformers model on the CPU.
 
-    A run's adapter is first loaded as it trained; when its base was quantised (QLoRA), every 4-bit
-    or 8-bit layer is dequantised into a fresh unquantised base before the adapter is put on it and
-    merged, so the merged weights are the trained ones and not those of the original base.
+    The adapter is first loaded exactly as it trained (a QLoRA base in 4 bits); the method's merge then
+    folds it into an unquantised base whose weights are the ones it trained against.
     """
-    from peft import PeftModel
+    from ftx.api import load_trained, merge_trained
 
-    from .source import load_for_inference
-
-    peft_model, tokenizer = load_for_inference(source, device="cpu", echo=echo)
-    base = peft_model.get_base_model()
-    quantized = {name.replace(".base_layer", ""): m for name, m in base.named_modules() if _is_quantized_linear(m)}
-    if quantized:
-        dtype = base.get_input_embeddings().weight.dtype
-        echo(f"merge: dequantising {len(quantized)} quantised layers to {str(dtype).replace('torch.', '')}")
-        weights = {name: _dequantized_weight(m).to("cpu", dtype) for name, m in quantized.items()}
-        plain = _plain_base(source, tokenizer, dtype, echo)
-        for name, weight in weights.items():
-            target = plain.get_submodule(name).weight
-            if tuple(target.shape) != tuple(weight.shape):
-                raise RunError(f"merge: dequantised {name} has shape {tuple(weight.shape)}, the base {tuple(target.shape)}")
-            target.data.copy_(weight)
-        del peft_model, base
-        peft_model = PeftModel.from_pretrained(plain, str(source.model_dir))
-    merged = peft_model.merge_and_unload()
-    return merged.eval()
-
-
-def _is_quantized_linear(module: Any) -> bool:
-    """A bitsandbytes 4-bit or 8-bit linear layer (not peft's LoRA wrapper around one)."""
-    return type(module).__module__.startswith("bitsandbytes") and type(module).__name__ in ("Linear4bit", "Linear8bitLt")
-
-
-def _dequantized_weight(module: Any) -> Any:
-    """A bitsandbytes layer's weight as an ordinary tensor."""
-    import bitsandbytes.functional as bnbf
-
-    weight = module.weight
-    if type(weight).__name__ == "Params4bit":
-        data, state = weight.data, weight.quant_state
-        if getattr(state, "packing_format_for_cpu", False):  # repacked by an eval-mode CPU forward: undo first
-            data, state = bnbf._convert_weight_packed_for_cpu_inverse(data, state)
-        return bnbf.dequantize_4bit(data, state)
-    scale = getattr(weight, "SCB", None) if getattr(weight, "SCB", None) is not None else getattr(module.state, "SCB", None)
-    if scale is None:
-        raise RunError("merge: cannot dequantise an 8-bit layer without its scale (SCB)")
-    return weight.data.float() * scale.float().unsqueeze(1) / 127.0
-
-
-def _plain_base(source: ModelSource, tokenizer: Any, dtype: Any, echo: Echo) -> Any:
-    """The adapter's base model, unquantised, in ``dtype`` on the CPU, with the run's vocabulary size."""
-    from ..plugins import make_plugin_manager
-    from .source import base_model_of
-
-    registry = make_plugin_manager().registry
-    model = load_causal_lm(base_model_of(source, registry, echo), "cpu", dtype=dtype)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return merge_trained(load_trained(source, device="cpu", echo=echo)).eval()

@@ -1,7 +1,7 @@
-"""Helpers for deploy tests: a run folder whose model has learned to stop, and a served model.
+"""Shared fixtures of the ftx-deploy tests: one run folder whose model has learned to stop, and a served model.
 
-Kept in the package (not in a test module) so that every deploy test module shares one trained
-run per session: :func:`stopping_run` trains into a folder once and reuses it afterwards.
+The run trains once per session (``stopping_run``) and every deploy test module reuses it; ``served``
+runs ``ftx serve`` in a subprocess on a free local port.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 STOPPING_OVERRIDES: tuple[str, ...] = (
@@ -28,18 +30,26 @@ STOPPING_OVERRIDES: tuple[str, ...] = (
 """The quickstart, test-sized: 60 steps teach the tiny model to answer and end its turn with <|im_end|>."""
 
 
-def stopping_run(folder: Path, overrides: Sequence[str] = ()) -> Path:
-    """A finished quickstart run in ``folder`` (trained on the first call, reused after)."""
-    from ..plugins import make_plugin_manager
-    from ..runner import run_recipe
+def train_run(folder: Path, overrides: Sequence[str] = ()) -> Path:
+    """A finished quickstart run in ``folder`` (trained with ``ftx run`` on the first call, reused after)."""
+    from click.testing import CliRunner
+    from ftx.cli import main
 
     folder = Path(folder)
     if (folder / "metrics.json").is_file() and (folder / "model").is_dir():
         return folder
-    manager = make_plugin_manager()
-    recipe = manager.load_recipe(QUICKSTART, [*STOPPING_OVERRIDES, *overrides])
-    run_recipe(recipe, manager, output=folder, overwrite=True, echo=lambda _m: None)
+    args = ["run", str(QUICKSTART), "--output", str(folder), "--overwrite"]
+    for override in (*STOPPING_OVERRIDES, *overrides):
+        args += ["--set", override]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output[-3000:]
     return folder
+
+
+@pytest.fixture(scope="session")
+def stopping_run(ftx_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quickstart run whose model answers and ends its turn with <|im_end|>."""
+    return train_run(tmp_path_factory.getbasetemp() / "deploy-stopping-run")
 
 
 def free_port() -> int:
@@ -50,13 +60,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(target: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
+def served(target: Path, *args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``ftx serve TARGET`` on 127.0.0.1 and a free port; yield its base URL; always stop it."""
     port = free_port()
     command = [sys.executable, "-m", "ftx.cli", "serve", str(target), "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", *args]
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty server never blocks
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -82,3 +93,15 @@ def served(target: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def serve_model():
+    """``with serve_model(target, *args) as base_url``: ``ftx serve`` in a subprocess (see :func:`served`)."""
+    return served
+
+
+@pytest.fixture(scope="session")
+def train_quickstart():
+    """``train_quickstart(folder, overrides)``: a test-sized quickstart run (see :func:`train_run`)."""
+    return train_run

@@ -13,19 +13,12 @@ from click.testing import CliRunner
 openai = pytest.importorskip("openai")
 
 
-@pytest.fixture(scope="session")
-def stopping_run(ftx_home, tmp_path_factory):
-    from ftx.deploy.testkit import stopping_run as train
-
-    return train(tmp_path_factory.getbasetemp() / "deploy-stopping-run")
-
-
 @pytest.fixture(scope="module")
 def prompts_and_replies(stopping_run):
     """Held-out prompts and the run model's greedy replies to each (one at a time, as the server generates)."""
-    from ftx.deploy.smoke import eval_prompts
-    from ftx.deploy.source import find_model, load_for_inference
-    from ftx.generation import generate_replies
+    from ftx_deploy.smoke import eval_prompts
+    from ftx_deploy.source import find_model, load_for_inference
+    from ftx.api import generate_replies
 
     prompts, _, _ = eval_prompts(stopping_run, 6, lambda _m: None)
     model, tokenizer = load_for_inference(find_model(stopping_run), device="cpu")
@@ -35,10 +28,8 @@ def prompts_and_replies(stopping_run):
 
 
 @pytest.fixture(scope="module")
-def server(stopping_run):
-    from ftx.deploy.testkit import served
-
-    with served(stopping_run) as base_url:
+def server(stopping_run, serve_model):
+    with serve_model(stopping_run) as base_url:
         yield base_url
 
 
@@ -158,7 +149,7 @@ def test_bad_input_gets_a_4xx_openai_error_and_the_server_keeps_serving(server, 
 
 
 def test_stop_strings_are_cut_even_when_split_across_pieces():
-    from ftx.deploy.engine import StopMatcher
+    from ftx_deploy.engine import StopMatcher
 
     matcher = StopMatcher(["END"])
     out = [matcher.feed(p) for p in ["ab", "cE", "N", "Dxyz"]]
@@ -171,7 +162,7 @@ def test_stop_strings_are_cut_even_when_split_across_pieces():
 
 def test_vllm_backend_explains_why_it_cannot_run_here(tiny_model_path):
     from ftx.cli import main
-    from ftx.deploy.vllm_backend import vllm_unavailable
+    from ftx_deploy.vllm_backend import vllm_unavailable
 
     why = vllm_unavailable()
     if why is None:
@@ -179,3 +170,33 @@ def test_vllm_backend_explains_why_it_cannot_run_here(tiny_model_path):
     result = CliRunner().invoke(main, ["serve", str(tiny_model_path), "--backend", "vllm"])
     assert result.exit_code == 1
     assert f"--backend vllm: {why}; use the default --backend transformers" in result.output
+
+
+def test_only_a_server_others_can_reach_without_a_key_is_warned_about():
+    from ftx_deploy.server import exposure_warning, key_problem
+
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
+    assert exposure_warning("0.0.0.0", "k") is None
+    assert "listening on 0.0.0.0 without an API key" in exposure_warning("0.0.0.0", None)
+    assert "set --api-key or FTX_API_KEY" in exposure_warning("0.0.0.0", "")
+    assert key_problem("Bearer k3y", "k3y") is None and key_problem("bearer k3y", "k3y") is None
+    assert "didn't provide an API key" in key_problem(None, "k3y") and "didn't" in key_problem("Basic k3y", "k3y")
+    assert "Incorrect API key" in key_problem("Bearer nope", "k3y")
+
+
+@pytest.mark.slow
+def test_with_an_api_key_only_clients_that_send_it_are_served(stopping_run, serve_model, prompts_and_replies):
+    prompts, replies, _ = prompts_and_replies
+    with serve_model(stopping_run, env={"FTX_API_KEY": "s3cret"}) as base_url:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+        assert caught.value.status_code == 401
+        assert caught.value.body["code"] == "invalid_api_key" and set(caught.value.body) == {
+            "message", "type", "param", "code"}
+        status, body = _raw_post(base_url, "/chat/completions", json.dumps({"messages": prompts[0]}).encode())
+        assert status == 401 and "didn't provide an API key" in body["error"]["message"]
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/health", timeout=10) as response:
+            assert response.status == 200  # health checks need no key
+
+        client = openai.OpenAI(base_url=base_url, api_key="s3cret", max_retries=0, timeout=300)
+        assert _chat(client, prompts[0]).choices[0].message.content.strip() == replies[0]

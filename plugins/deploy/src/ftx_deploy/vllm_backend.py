@@ -1,6 +1,6 @@
 """The optional vLLM engine for ``ftx serve --backend vllm``: used only where vLLM and a CUDA GPU are present.
 
-ftx does not install vLLM. The engine offers the interface of :class:`ftx.deploy.engine.Engine`
+ftx does not install vLLM. The engine offers the interface of :class:`ftx_deploy.engine.Engine`
 (prompt ids, budget, generate, stream) on ``vllm.LLM``; a stream yields the whole reply as one
 piece. Adapters must be merged first (``ftx export --merge``), since vLLM loads a full model folder.
 """
@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunError
+from ftx.errors import RunError
+
 from .engine import DEFAULT_MAX_TOKENS, Engine, Reply
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..errors import FtxError
+from ftx.errors import FtxError
 
 _target = click.argument("target", metavar="MODEL_OR_RUN", type=click.Path(path_type=Path))
 _device = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
@@ -45,7 +45,8 @@ def _engine(target: Path, device: str, name: str | None = None) -> Any:
 @click.option("--smoke-prompts", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Held-out prompts the smoke test generates on.")
 @click.option("--smoke-max-tokens", type=click.IntRange(1), default=None,
-              help="Length cap of the smoke test (default: twice the longest reference answer, at least 64).")
+              help="Length cap of the smoke test (default: twice the longest trained answer, at least 256, "
+                   "within the model's context).")
 @_device
 def export(run_dir: Path, to: Path, mode: str | None, overwrite: bool, no_smoke: bool, smoke_prompts: int,
            smoke_max_tokens: int | None, device: str) -> None:
@@ -94,7 +95,8 @@ def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int 
              device: str) -> None:
     """Generate a reply to every prompt of a JSONL file."""
     try:
-        from ..rundir import write_text_atomic
+        from ftx.api import write_text_atomic
+
         from .chat import generate_file, read_prompts
 
         rows = read_prompts(input_path)
@@ -115,14 +117,20 @@ def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int 
               help="vllm: only where vLLM and a CUDA GPU are present.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--api-key", envvar="FTX_API_KEY", show_envvar=True, default=None, metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every /v1 request (what OpenAI clients send as api_key).")
 @_device
 def serve(target: Path, host: str, port: int, model_name: str | None, backend: str, log_level: str,
-          device: str) -> None:
+          api_key: str | None, device: str) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     try:
+        from .server import exposure_warning
         from .server import serve as run_server
         from .source import find_model
 
+        warning = exposure_warning(host, api_key)
+        if warning:
+            _echo(warning)  # before the model loads, so it is not lost among loading messages
         if backend == "vllm":
             from .vllm_backend import VllmEngine
 
@@ -130,12 +138,31 @@ def serve(target: Path, host: str, port: int, model_name: str | None, backend: s
             engine: Any = VllmEngine(source.model_dir, model_name or source.name)
         else:
             engine = _engine(target, device, model_name)
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            _echo(f"warning: listening on {host}: anyone who can reach this machine can use the model (no auth)")
-        _echo(f"serving {engine.name!r} ({engine.backend}) on http://{host}:{port}/v1")
-        run_server(engine, host=host, port=port, log_level=log_level)
+        guarded = " (API key required)" if api_key else ""
+        _echo(f"serving {engine.name!r} ({engine.backend}) on http://{host}:{port}/v1{guarded}")
+        run_server(engine, host=host, port=port, log_level=log_level, api_key=api_key or None)
     except FtxError as exc:
         _fail(exc)
 
 
 COMMANDS = (export, chat, generate, serve)
+
+
+def export_command() -> click.Command:
+    """``ftx export`` (the factory of its :class:`~ftx_hookspecs.CommandSpec`)."""
+    return export
+
+
+def chat_command() -> click.Command:
+    """``ftx chat``."""
+    return chat
+
+
+def generate_command() -> click.Command:
+    """``ftx generate``."""
+    return generate
+
+
+def serve_command() -> click.Command:
+    """``ftx serve``."""
+    return serve

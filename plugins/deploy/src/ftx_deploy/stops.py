@@ -48,7 +48,7 @@ def as_id_list(value: Any) -> list[int]:
 
 def generation_stop_ids(model: Any, tokenizer: Any) -> list[int]:
     """Every id a reply may end with: the generation config's EOS ids, the tokenizer's EOS, the template's end of turn."""
-    from ..generation import stop_token_ids
+    from ftx.api import stop_token_ids
 
     ids = set(stop_token_ids(tokenizer, model))
     end = template_end_of_turn(tokenizer)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import DataError
+from ftx.errors import DataError
+
 from .engine import Engine, Reply, RequestError
 
 HELP = "Type a message and press Enter. /reset forgets the conversation, /exit leaves."

@@ -41,15 +41,8 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="session")
-def stopping_run(ftx_home, tmp_path_factory):
-    from ftx.deploy.testkit import stopping_run as train
-
-    return train(tmp_path_factory.getbasetemp() / "deploy-stopping-run")
-
-
-@pytest.fixture(scope="session")
 def eval_prompts(stopping_run):
-    from ftx.deploy.smoke import eval_prompts as prompts
+    from ftx_deploy.smoke import eval_prompts as prompts
 
     found, refs, origin = prompts(stopping_run, 6, lambda _m: None)
     assert origin == "eval split" and len(found) == 6 and refs
@@ -72,13 +65,16 @@ def _fake_run(src: Path, dest: Path, model_dir: Path | None = None) -> Path:
 @pytest.mark.slow
 def test_export_loads_without_ftx_or_peft_and_answers_like_the_run(stopping_run, eval_prompts, tmp_path):
     import torch
-    from ftx.deploy.source import find_model, load_for_inference
-    from ftx.generation import generate_replies
+    from ftx_deploy.source import find_model, load_for_inference
+    from ftx.api import generate_replies
 
     out = tmp_path / "export"
     result = _export(str(stopping_run), "--to", str(out))
     assert result.exit_code == 0, result.output
-    assert "smoke test: 4 of 4 greedy replies (eval split) stopped at an EOS id" in result.output
+    assert "smoke test: 4 of 4 greedy replies (eval split) stopped at an EOS id, after " in result.output
+    assert "tokens (cap 256: 2 x the longest trained answer (" in result.output  # the cap comes from the data
+    smoke = json.loads((out / "ftx_export.json").read_text())["smoke_test"]
+    assert smoke["stopped"] == smoke["replies"] == 4 and all(0 < g["tokens"] < 256 for g in smoke["generations"])
     files = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja",
             "generation_config.json", "ftx_export.json"} <= files
@@ -156,8 +152,8 @@ def test_export_adds_the_end_of_turn_token_a_generation_config_misses(stopping_r
 
 @pytest.mark.slow
 def test_the_smoke_check_names_an_eos_mismatch(stopping_run, eval_prompts):
-    from ftx.deploy.smoke import SmokeTestFailed, check_smoke, run_smoke_test
-    from ftx.deploy.source import find_model, load_for_inference
+    from ftx_deploy.smoke import SmokeTestFailed, check_smoke, run_smoke_test
+    from ftx_deploy.source import find_model, load_for_inference
 
     model, tokenizer = load_for_inference(find_model(stopping_run), device="cpu")
     report = run_smoke_test(model, tokenizer, eval_prompts[:2], eos_ids=[2, 4], max_new_tokens=16)
@@ -175,7 +171,7 @@ def test_the_smoke_check_names_an_eos_mismatch(stopping_run, eval_prompts):
 def test_smoke_test_falls_back_to_generic_prompts_when_the_data_is_gone(stopping_run, tmp_path):
     fake = _fake_run(stopping_run, tmp_path / "run")
     lock = fake / "recipe.lock.toml"
-    lock.write_text(lock.read_text().replace(str(Path(__file__).resolve().parents[1] / "recipes"), str(tmp_path / "gone")))
+    lock.write_text(lock.read_text().replace(str(Path(__file__).resolve().parents[3] / "recipes"), str(tmp_path / "gone")))
     result = _export(str(fake), "--to", str(tmp_path / "export"), "--smoke-max-tokens", "32")
     assert "cannot rebuild the run's eval split" in result.output and "using generic prompts" in result.output
     assert result.exit_code == 0, result.output
@@ -183,21 +179,18 @@ def test_smoke_test_falls_back_to_generic_prompts_when_the_data_is_gone(stopping
 
 
 @pytest.fixture(scope="module")
-def qlora_run(ftx_home, tmp_path_factory):
+def qlora_run(ftx_home, tmp_path_factory, train_quickstart):
     pytest.importorskip("bitsandbytes")
-    from ftx.deploy.testkit import stopping_run as train
-    from ftx.plugins import make_plugin_manager
-
-    if "qlora" not in make_plugin_manager().registry.components.get("method", {}):
-        pytest.skip("the qlora method (ftx-lora) is not installed")
+    pytest.importorskip("ftx_lora", reason="the qlora method (ftx-lora) is not installed")
     overrides = ["method.use=qlora", "method.r=4", "train.max_steps=4", "train.lr=1e-2", "train.device=cpu"]
-    return train(tmp_path_factory.getbasetemp() / "deploy-qlora-run", overrides)
+    return train_quickstart(tmp_path_factory.getbasetemp() / "deploy-qlora-run", overrides)
 
 
 @pytest.mark.slow
 def test_qlora_merges_through_the_dequantised_base_and_exports_as_adapter(qlora_run, tmp_path):
     import torch
-    from ftx.deploy.source import base_model_of, find_model, load_causal_lm, load_for_inference
+    from ftx.api import load_trained
+    from ftx_deploy.source import find_model, load_causal_lm, load_for_inference
     from peft import PeftModel
     from safetensors import safe_open
 
@@ -212,7 +205,8 @@ def test_qlora_merges_through_the_dequantised_base_and_exports_as_adapter(qlora_
     source = find_model(qlora_run)
     run_model, tokenizer = load_for_inference(source, device="cpu")  # 4-bit base + adapter, as trained
     merged = load_causal_lm(merged_dir, "cpu")
-    naive = PeftModel.from_pretrained(load_causal_lm(base_model_of(source), "cpu"), str(source.model_dir)).merge_and_unload()
+    base = load_trained(source, device="cpu").base  # the original base, to show what a naive merge loses
+    naive = PeftModel.from_pretrained(load_causal_lm(base, "cpu"), str(source.model_dir)).merge_and_unload()
     ids = tokenizer(["<|im_start|>user\nReverse the letters.\nk q z<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt")
     with torch.no_grad():
         wanted = run_model(**ids).logits
