@@ -164,13 +164,12 @@ def _load(recipe_path: Path, overrides: tuple[str, ...]) -> tuple[Any, Any]:
 def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     """Check a recipe: every key, every selected component and its options; loads no model."""
     _, recipe = _load(recipe_path, overrides)
-    if hasattr(recipe, "stages"):  # a pipeline (core/ftx/pipeline.py): every stage was validated
+    from .recipe import Pipeline
+
+    if isinstance(recipe, Pipeline):  # every stage was validated as a recipe of its own
         click.echo(f"{recipe_path}: ok ({len(recipe.stages)} stages)\n{recipe.describe()}")
         return
-    parts = [f"method={recipe.method.name}", f"objective={recipe.objective.name}", f"format={recipe.data_format.name}"]
-    if recipe.evaluators:
-        parts.append("evaluators=" + ",".join(e.name for e in recipe.evaluators))
-    click.echo(f"{recipe_path}: ok ({'; '.join(parts)})")
+    click.echo(f"{recipe_path}: ok ({recipe.summary()})")
 
 
 @main.command()

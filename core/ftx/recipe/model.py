@@ -73,6 +73,14 @@ class Recipe:
             **kernels,
         }
 
+    def summary(self) -> str:
+        """What the recipe selects, in one line: ``method=lora; objective=sft; format=alpaca; evaluators=...``."""
+        parts = [f"method={self.method.name}", f"objective={self.objective.name}", f"format={self.data_format.name}"]
+        for label, chosen in (("evaluators", self.evaluators), ("loggers", self.loggers), ("kernels", self.kernels)):
+            if chosen:
+                parts.append(f"{label}=" + ",".join(c.name for c in chosen))
+        return "; ".join(parts)
+
     def selected(self) -> list[Selected]:
         """Every component the recipe selects."""
         return [self.data_format, self.method, self.objective, *self.evaluators, *self.loggers, *self.kernels]

@@ -47,13 +47,7 @@ class Pipeline:
 
     def describe(self) -> str:
         """One line per stage: what it trains, for ``ftx validate``."""
-        lines = []
-        for stage in self.stages:
-            r = stage.recipe
-            lines.append(f"  stage {stage.name}: model={r.model.name}; method={r.method.name}; "
-                         f"objective={r.objective.name}; format={r.data_format.name}"
-                         + (f"; evaluators={','.join(e.name for e in r.evaluators)}" if r.evaluators else ""))
-        return "\n".join(lines)
+        return "\n".join(f"  stage {s.name}: model={s.recipe.model.name}; {s.recipe.summary()}" for s in self.stages)
 
 
 def is_pipeline(data: Mapping[str, Any]) -> bool:
