@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import glob
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -171,9 +172,14 @@ def _select_list(registry: Registry, kind: str, raw: Any, path: str, problems: l
     return [c for c in chosen if c is not None]
 
 
-def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem]) -> str:
+def _absolute(value: str, base: Path) -> Path:
+    """``value`` relative to the recipe's folder, normalised (``recipes/../data`` -> ``data``) for messages."""
     candidate = Path(value).expanduser()
-    full = candidate if candidate.is_absolute() else base / candidate
+    return Path(os.path.normpath(candidate if candidate.is_absolute() else base / candidate))
+
+
+def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem]) -> str:
+    full = _absolute(value, base)
     if glob.has_magic(str(full)):
         if not glob.glob(str(full)):
             problems.append(Problem(path, f"no file matches {value!r} (looked in {full.parent})"))
@@ -196,8 +202,7 @@ def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem
 def _resolve_model_name(name: str, base: Path) -> str:
     if name.startswith("builtin:"):
         return name
-    candidate = Path(name).expanduser()
-    full = candidate if candidate.is_absolute() else base / candidate
+    full = _absolute(name, base)
     if full.exists() or name.startswith((".", "/", "~")):
         return str(full)
     return name
