@@ -49,6 +49,7 @@ class FtxGroup(click.Group):
             return command
         found = self._plugin_commands().get(cmd_name)
         if found is None:
+            _hint_missing_command(cmd_name)
             return None
         return _LazyCommand(found.spec)
 
@@ -63,6 +64,14 @@ class FtxGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _hint_missing_command(name: str) -> None:
+    """A first-party command whose plugin is not installed: say which distribution to install (exit 2)."""
+    from .registry import known_distributions
+
+    if ("command", name) in known_distributions():
+        raise click.UsageError(_manager().registry.missing_message("command", name))
 
 
 class _LazyCommand(click.Command):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -12,47 +13,24 @@ from .errors import ComponentNotFound, Problem
 
 KINDS: tuple[str, ...] = tuple(kind.name for kind in COMPONENT_KINDS)
 
-# First-party components and the distribution that ships each, so a recipe naming one that is
-# not installed can say what to install. Third-party names are simply "not installed".
-KNOWN_DISTRIBUTIONS: dict[tuple[str, str], tuple[str, str]] = {
-    ("method", "full"): ("ftx-full", "plugins/full"),
-    ("method", "lora"): ("ftx-lora", "plugins/lora"),
-    ("method", "qlora"): ("ftx-lora", "plugins/lora"),
-    ("method", "dora"): ("ftx-lora", "plugins/lora"),
-    ("objective", "sft"): ("ftx-sft", "plugins/sft"),
-    ("objective", "text"): ("ftx-sft", "plugins/sft"),
-    ("objective", "classify"): ("ftx-sft", "plugins/sft"),
-    ("objective", "reward"): ("ftx-preference", "plugins/preference"),
-    ("objective", "dpo"): ("ftx-preference", "plugins/preference"),
-    ("objective", "kto"): ("ftx-preference", "plugins/preference"),
-    ("objective", "rl"): ("ftx-rl", "plugins/rl"),
-    ("data format", "alpaca"): ("ftx-formats", "plugins/formats"),
-    ("data format", "sharegpt"): ("ftx-formats", "plugins/formats"),
-    ("data format", "messages"): ("ftx-formats", "plugins/formats"),
-    ("data format", "completion"): ("ftx-formats", "plugins/formats"),
-    ("data format", "text"): ("ftx-formats", "plugins/formats"),
-    ("data format", "preference"): ("ftx-formats", "plugins/formats"),
-    ("data format", "classification"): ("ftx-formats", "plugins/formats"),
-    ("evaluator", "exact-match"): ("ftx-eval-basic", "plugins/eval-basic"),
-    ("evaluator", "loss"): ("ftx-eval-basic", "plugins/eval-basic"),
-    ("evaluator", "perplexity"): ("ftx-eval-basic", "plugins/eval-basic"),
-    ("evaluator", "accuracy"): ("ftx-eval-basic", "plugins/eval-basic"),
-    ("evaluator", "f1"): ("ftx-eval-basic", "plugins/eval-basic"),
-    ("evaluator", "rouge"): ("ftx-eval-text", "plugins/eval-text"),
-    ("evaluator", "bleu"): ("ftx-eval-text", "plugins/eval-text"),
-    ("evaluator", "chrf"): ("ftx-eval-text", "plugins/eval-text"),
-    ("evaluator", "lm-eval"): ("ftx-eval-text", "plugins/eval-text"),
-    ("evaluator", "preference"): ("ftx-preference", "plugins/preference"),
-    ("evaluator", "reward"): ("ftx-rewards", "plugins/rewards"),
-    ("reward", "exact-match"): ("ftx-rewards", "plugins/rewards"),
-    ("reward", "regex"): ("ftx-rewards", "plugins/rewards"),
-    ("reward", "length-penalty"): ("ftx-rewards", "plugins/rewards"),
-    ("reward", "similarity"): ("ftx-rewards", "plugins/rewards"),
-    ("reward", "reward-model"): ("ftx-rewards", "plugins/rewards"),
-    ("logger", "tensorboard"): ("ftx-logger-tensorboard", "plugins/logger-tensorboard"),
-    ("logger", "mlflow"): ("ftx-logger-mlflow", "plugins/logger-mlflow"),
-    ("kernel", "liger"): ("ftx-liger", "plugins/liger"),
-}
+FIRST_PARTY_FILE = "first_party.toml"
+"""Package data: ftx's first-party distributions and what each registers (read only for install hints)."""
+
+
+@functools.lru_cache(maxsize=1)
+def known_distributions() -> dict[tuple[str, str], tuple[str, str]]:
+    """``(kind, name) -> (distribution, folder)`` of first-party components, so a recipe naming one that is
+    not installed can say what to install. Third-party names are simply "not installed"."""
+    from importlib.resources import files
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    data = tomllib.loads(files(__package__).joinpath(FIRST_PARTY_FILE).read_text(encoding="utf-8"))
+    return {(kind, name): (dist, table["folder"])
+            for dist, table in data.items() for kind, names in table.items() if kind != "folder" for name in names}
 
 
 @dataclass(frozen=True)
@@ -120,7 +98,8 @@ class Registry:
     def missing_message(self, kind: str, name: str) -> str:
         """Explain a missing component: did-you-mean, what is installed, what to install, what broke."""
         installed = self.names(kind)
-        not_installed = [n for (k, n) in KNOWN_DISTRIBUTIONS if k == kind and n not in installed]
+        known_names = known_distributions()
+        not_installed = [n for (k, n) in known_names if k == kind and n not in installed]
         if name in not_installed:  # a first-party name whose distribution is absent: no guessing
             parts = [f"{kind} {name!r} is not installed."]
             close = [name]
@@ -131,8 +110,8 @@ class Registry:
             if close:
                 parts.append(f"Did you mean {close[0]!r}?")
         parts.append(f"Installed {kind}s: {', '.join(installed) if installed else '(none)'}.")
-        wanted = name if (kind, name) in KNOWN_DISTRIBUTIONS else (close[0] if close else name)
-        known = KNOWN_DISTRIBUTIONS.get((kind, wanted))
+        wanted = name if (kind, name) in known_names else (close[0] if close else name)
+        known = known_names.get((kind, wanted))
         if known and wanted not in installed:
             dist, folder = known
             parts.append(
