@@ -455,3 +455,38 @@ def test_one_sigterm_during_training_saves_a_checkpoint(recipe_file, tmp_path, m
         result = cli("run", recipe, "--output", out)
     assert_clean_failure(result, 130, "stopped on request after saving", "--resume")
     assert list((out / "checkpoints").glob("checkpoint-*/ftx-checkpoint.json"))
+
+
+# -- 4. caches and data that would be trusted wrongly -------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["cut ids", "cut offsets", "grown labels", "no manifest sizes"])
+def test_a_damaged_data_cache_entry_is_rebuilt_not_used(damage, tmp_path, monkeypatch, ftx_home, tiny_tokenizer):
+    from ftx.data.cache import tokenize_cached
+    from ftx_hookspecs import ChatExample
+
+    monkeypatch.setenv("FTX_HOME", str(tmp_path / "home"))
+    examples = [ChatExample([{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i} " * (i + 1)}])
+                for i in range(12)]
+    first = tokenize_cached(tiny_tokenizer, examples[:9], examples[9:], max_length=64)
+    assert not first.hit and first.path is not None
+    folder = first.path
+    if damage == "cut ids":
+        ids = folder / "train.ids"
+        ids.write_bytes(ids.read_bytes()[:-8])
+    elif damage == "cut offsets":
+        offsets = folder / "eval.offsets"
+        offsets.write_bytes(offsets.read_bytes()[:-8])
+    elif damage == "grown labels":
+        with open(folder / "train.labels", "ab") as handle:
+            handle.write(b"\0" * 8)
+    else:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest.pop("sizes")
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    again = tokenize_cached(tiny_tokenizer, examples[:9], examples[9:], max_length=64)
+    assert not again.hit
+    assert [t.input_ids for t in again.train] == [t.input_ids for t in first.train]
+    assert [t.labels for t in again.eval] == [t.labels for t in first.eval]
+    third = tokenize_cached(tiny_tokenizer, examples[:9], examples[9:], max_length=64)
+    assert third.hit  # the rebuilt entry is whole again

@@ -12,12 +12,14 @@ result, so a second run with the same inputs reads the stored ids and any change
 * the code: this module's format version and the source of :mod:`ftx.data.tokenize`.
 
 Entries are written to a temporary folder and renamed into place, so a crashed or concurrent
-preparation never leaves a half-written entry that a later run would trust.
+preparation never leaves a half-written entry that a later run would trust; the manifest records
+every file's size, and an entry whose files were cut short or changed since is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -130,11 +132,16 @@ def _read_array(path: Path, typecode: str) -> array:
     return values
 
 
-def _read_split(folder: Path, name: str) -> list[Tokenized]:
+def _read_split(folder: Path, name: str, count: int) -> list[Tokenized]:
+    """One split's examples; a file cut short or grown (a crash, a full disk, a copy) is a ValueError."""
     ids = _read_array(folder / f"{name}.ids", "i").tolist()
     labels = _read_array(folder / f"{name}.labels", "i").tolist()
     offsets = _read_array(folder / f"{name}.offsets", "q").tolist()
-    return [Tokenized(ids[a:b], labels[a:b]) for a, b in zip(offsets, offsets[1:])]
+    if len(offsets) != count + 1 or offsets[0] != 0 or offsets[-1] != len(ids) or len(labels) != len(ids):
+        raise ValueError(f"cache entry {folder} is damaged ({name} split sizes disagree)")
+    if any(b < a for a, b in itertools.pairwise(offsets)):
+        raise ValueError(f"cache entry {folder} is damaged ({name} offsets out of order)")
+    return [Tokenized(ids[a:b], labels[a:b]) for a, b in itertools.pairwise(offsets)]
 
 
 def load_entry(folder: Path) -> TokenizeResult | None:
@@ -143,11 +150,12 @@ def load_entry(folder: Path) -> TokenizeResult | None:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format") != CACHE_FORMAT:
             return None
-        train = _read_split(folder, "train")
-        evals = _read_split(folder, "eval")
-    except (OSError, ValueError):
-        return None
-    if len(train) != manifest["counts"]["train"] or len(evals) != manifest["counts"]["eval"]:
+        sizes = manifest.get("sizes")
+        if not isinstance(sizes, dict) or any((folder / n).stat().st_size != size for n, size in sizes.items()):
+            return None  # a file cut short or grown since it was written: rebuilt
+        train = _read_split(folder, "train", int(manifest["counts"]["train"]))
+        evals = _read_split(folder, "eval", int(manifest["counts"]["eval"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return TokenizeResult(train, evals, dict(manifest["dropped"]), dict(manifest["first_bad"]),
                           manifest["key"], True, folder)
@@ -160,9 +168,10 @@ def store_entry(folder: Path, result: TokenizeResult, parts: dict[str, Any]) -> 
     try:
         _write_split(tmp, "train", result.train)
         _write_split(tmp, "eval", result.eval)
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         manifest = {
             "format": CACHE_FORMAT, "key": result.key, "parts": parts, "created": time.time(),
-            "counts": {"train": len(result.train), "eval": len(result.eval)},
+            "counts": {"train": len(result.train), "eval": len(result.eval)}, "sizes": sizes,
             "dropped": result.dropped, "first_bad": result.first_bad,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
