@@ -24,6 +24,8 @@ from . import __version__
 from .context import Run
 from .distributed import is_main
 from .errors import FtxError, RecipeError, RunError, RunInterrupted
+from .layout import RunFolder
+from .library_log import library_logs_to
 from .plugins import FtxPluginManager
 from .recipe import Recipe
 from .recipe.toml_io import dumps, loads
@@ -153,7 +155,8 @@ def run_recipe(
         manager.hook.run_start(run)
         started = time.perf_counter()
         try:
-            metrics = _steps(recipe, run, started, inputs, signals)
+            with library_logs_to(RunFolder(run_dir).libraries):  # library warnings: to the run folder
+                metrics = _steps(recipe, run, started, inputs, signals)
         except BaseException as exc:  # reported, then raised as one of ftx's errors
             error = _failure(exc, run, manager, signals)
             if error is exc:
