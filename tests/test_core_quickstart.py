@@ -32,7 +32,7 @@ def test_quickstart_learns_the_task(quickstart_run):
     assert metrics["before"]["exact-match"]["exact_match"] < 0.10
     assert metrics["after"]["exact-match"]["exact_match"] > 0.80
     assert metrics["after"]["loss"]["loss"] < metrics["before"]["loss"]["loss"] / 10
-    assert metrics["data"] == {"train": 1800, "eval": 200, "kept": 2000, "dropped": {}, "first_bad": {}}
+    assert metrics["data"] == {"train": 1800, "eval": 200, "kept": 2000, "dropped": {}, "first_bad": {}, "duplicates": 0}
     assert "exact-match exact_match: 0 -> " in result.stdout
 
 

@@ -490,3 +490,22 @@ def test_a_damaged_data_cache_entry_is_rebuilt_not_used(damage, tmp_path, monkey
     assert [t.labels for t in again.eval] == [t.labels for t in first.eval]
     third = tokenize_cached(tiny_tokenizer, examples[:9], examples[9:], max_length=64)
     assert third.hit  # the rebuilt entry is whole again
+
+
+def test_duplicate_rows_never_land_in_both_train_and_eval():
+    from ftx.data.prepare import example_key, split_held_out
+    from ftx_hookspecs import ChatExample
+
+    def example(i: int) -> ChatExample:
+        return ChatExample([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                           meta={"source": f"f.jsonl:{i}"})
+
+    rows = [example(i) for i in range(40)] + [example(i) for i in range(10)]  # rows 0-9 appear twice
+    for seed in range(20):
+        train, held, leaked = split_held_out(rows, 0.2, seed)
+        assert len(held) == 10 and len(train) == 40 and leaked == 0  # the sizes a fraction asks for
+        assert not {example_key(e) for e in train} & {example_key(e) for e in held}
+    unique = [example(i) for i in range(40)]
+    assert split_held_out(unique, 0.2, 7)[2] == 0
+    train, held, leaked = split_held_out([example(1)] * 10, 0.2, 0)  # nothing unique to swap in: counted
+    assert (len(train), len(held), leaked) == (8, 2, 2)

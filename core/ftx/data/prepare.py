@@ -22,13 +22,17 @@ class DataReport:
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     first_bad: dict[str, str] = field(default_factory=dict)
+    duplicates: int = 0
+    """Held-out examples equal to a training example. A fraction split swaps such examples for training examples
+    without a twin, so this is 0 unless the data has too few unique rows; a ``data.eval`` file is counted."""
 
     @property
     def total(self) -> int:
         return self.kept + sum(self.dropped.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kept": self.kept, "dropped": dict(self.dropped), "first_bad": dict(self.first_bad)}
+        return {"kept": self.kept, "dropped": dict(self.dropped), "first_bad": dict(self.first_bad),
+                "duplicates": self.duplicates}
 
 
 @dataclass
@@ -104,6 +108,37 @@ def _reasons(report: DataReport) -> str:
     return ":" + "".join(lines)
 
 
+def example_key(example: Example) -> str:
+    """What makes two examples the same: their kind and fields, not where they came from."""
+    fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
+    return repr((type(example).__name__, fields))
+
+
+def split_held_out(train: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example], int]:
+    """Hold out ``fraction`` of the examples at random, keeping no example on both sides where the data allows:
+    a held-out example equal to one kept for training is swapped for a training example that has no twin.
+    Returns train, eval and how many held-out examples still equal a training example (too few unique rows
+    to swap in). The split is unchanged for data without duplicates."""
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(train) * fraction))
+    if n_eval >= len(train):
+        raise DataError(f"data.eval = {fraction} leaves no training rows out of {len(train)}")
+    keys = [example_key(example) for example in train]
+    held, rest = order[:n_eval], order[n_eval:]
+    trained_keys = {keys[i] for i in rest}
+    twins = [i for i in held if keys[i] in trained_keys]
+    if twins:
+        counts = Counter(keys)
+        unique = [j for j in rest if counts[keys[j]] == 1][: len(twins)]
+        held = [i for i in held if keys[i] not in trained_keys] + unique + twins[len(unique):]
+    chosen = set(held)
+    kept = [ex for i, ex in enumerate(train) if i not in chosen]
+    kept_keys = {keys[i] for i in range(len(train)) if i not in chosen}
+    leaked = sum(1 for i in chosen if keys[i] in kept_keys)
+    return kept, [train[i] for i in sorted(chosen)], leaked
+
+
 def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
     """Read, convert, validate and split the recipe's data."""
     report = DataReport()
@@ -112,17 +147,13 @@ def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> Prepar
         eval_examples = convert_rows(read_rows(section.eval, "validation"), fmt, section, report)
         report.kept = len(train) + len(eval_examples)
         check_bad_fraction(report, section)
+        trained_keys = {example_key(example) for example in train}
+        report.duplicates = sum(1 for example in eval_examples if example_key(example) in trained_keys)
         return PreparedData(train, eval_examples, report)
     report.kept = len(train)
     check_bad_fraction(report, section)
     if isinstance(section.eval, float):
-        order = list(range(len(train)))
-        random.Random(section.seed if section.seed is not None else seed).shuffle(order)
-        n_eval = max(1, round(len(train) * section.eval))
-        if n_eval >= len(train):
-            raise DataError(f"data.eval = {section.eval} leaves no training rows out of {len(train)}")
-        held = set(order[:n_eval])
-        eval_examples = [train[i] for i in sorted(held)]
-        train = [ex for i, ex in enumerate(train) if i not in held]
+        train, eval_examples, report.duplicates = split_held_out(
+            train, section.eval, section.seed if section.seed is not None else seed)
         return PreparedData(train, eval_examples, report)
     return PreparedData(train, [], report)
