@@ -161,7 +161,7 @@ def load_saved_model(recipe: Any, model_dir: Path, run: Any) -> tuple[Any, str |
     return loader.load_trained(base, model_dir, run), name, loader
 
 
-def _plain_tokenizer(folder: Path) -> Any:
+def _plain_tokenizer(folder: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
@@ -177,7 +177,7 @@ def _plain_causal_lm(folder: str | Path, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto")
+        model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto")
     except (OSError, ValueError) as exc:
         raise RunError(f"cannot load the model in {folder}: {exc}") from exc
     return model.to(device).eval()

@@ -65,8 +65,8 @@ def _fake_run(src: Path, dest: Path, model_dir: Path | None = None) -> Path:
 @pytest.mark.slow
 def test_export_loads_without_ftx_or_peft_and_answers_like_the_run(stopping_run, eval_prompts, tmp_path):
     import torch
-    from ftx_deploy.source import find_model, load_for_inference
     from ftx.api import generate_replies
+    from ftx_deploy.source import find_model, load_for_inference
 
     out = tmp_path / "export"
     result = _export(str(stopping_run), "--to", str(out))

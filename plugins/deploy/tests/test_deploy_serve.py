@@ -16,9 +16,9 @@ openai = pytest.importorskip("openai")
 @pytest.fixture(scope="module")
 def prompts_and_replies(stopping_run):
     """Held-out prompts and the run model's greedy replies to each (one at a time, as the server generates)."""
+    from ftx.api import generate_replies
     from ftx_deploy.smoke import eval_prompts
     from ftx_deploy.source import find_model, load_for_inference
-    from ftx.api import generate_replies
 
     prompts, _, _ = eval_prompts(stopping_run, 6, lambda _m: None)
     model, tokenizer = load_for_inference(find_model(stopping_run), device="cpu")

@@ -9,10 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import make_ctx, randomize_adapter
 from ftx.errors import RecipeError, RunError
 from ftx_lora import LoraOptions, QLoraOptions
 from ftx_lora.method import LoraMethod, QLoraMethod
+
+from conftest import make_ctx, randomize_adapter
 
 PROMPTS = [[5, 17, 42, 99, 7], [120, 3, 3, 64], [250, 11, 80, 31, 2, 9]]
 
@@ -235,3 +236,26 @@ def test_core_loads_an_adapter_folder_without_its_run_through_the_method_that_re
         assert torch.allclose(trained.model(input_ids=x).logits, model.eval()(input_ids=x).logits, atol=1e-5)
         merged = merge_trained(trained)
         assert torch.allclose(merged(input_ids=x).logits, model(input_ids=x).logits, atol=1e-4)
+
+
+def test_lora_also_reloads_a_peft_adapter_of_another_type(tiny_model_factory, tmp_path):
+    """A 1.1 method without load_trained that saved a peft adapter (IA3, say) still reloads: lora recognises it."""
+    import torch
+    from ftx_lora import DoraOptions
+    from peft import IA3Config, get_peft_model
+
+    model = get_peft_model(tiny_model_factory(), IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj"],
+                                                           feedforward_modules=[]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ia3_l" in name:
+                param.fill_(1.5)
+    model.save_pretrained(tmp_path / "ia3")
+    lora = LoraMethod(LoraOptions())
+    assert lora.trained_base(tmp_path / "ia3") is not None
+    assert LoraMethod(DoraOptions()).trained_base(tmp_path / "ia3") is None
+    assert QLoraMethod(QLoraOptions()).trained_base(tmp_path / "ia3") is None
+    reloaded = lora.load_trained(tiny_model_factory(), tmp_path / "ia3", None)
+    x = torch.tensor(PROMPTS[:1])
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(input_ids=x).logits, model.eval()(input_ids=x).logits, atol=1e-5)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from ftx.errors import FtxError
 
 _target = click.argument("target", metavar="MODEL_OR_RUN", type=click.Path(path_type=Path))

@@ -54,7 +54,6 @@ class LoraMethod:
     def compute_dtype(self, ctx: RunContext) -> Any:
         """The dtype a merged export is written in: the base's own floating dtype."""
         import torch
-
         from ftx.api import resolve_dtype
 
         return resolve_dtype(ctx.recipe["model"].get("dtype", "auto"), ctx.device) or torch.float32
