@@ -509,3 +509,11 @@ def test_duplicate_rows_never_land_in_both_train_and_eval():
     assert split_held_out(unique, 0.2, 7)[2] == 0
     train, held, leaked = split_held_out([example(1)] * 10, 0.2, 0)  # nothing unique to swap in: counted
     assert (len(train), len(held), leaked) == (8, 2, 2)
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_training(recipe_file, tmp_path):
+    recipe = recipe_file(data={"max_length": 4096})
+    out = tmp_path / "out"
+    result = cli("run", recipe, "--output", out)
+    assert_clean_failure(result, 2, "data.max_length: 4096 is beyond the 512 positions", "set data.max_length to 512")
+    assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()

@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from .context import Run
 from .distributed import is_main
-from .errors import FtxError, RecipeError, RunError, RunInterrupted
+from .errors import FtxError, Problem, RecipeError, RunError, RunInterrupted
 from .layout import RunFolder
 from .library_log import library_logs_to
 from .plugins import FtxPluginManager
@@ -287,6 +287,7 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
         recipe.model, model_path, head=head, device=run.device, tokenizer=run.tokenizer,
         extra=method.load_kwargs(run), labels=class_labels(recipe, run.data) if head == "sequence-classification" else None,
     )
+    check_positions(recipe, model)
     for name, kernel in kernels:
         model = kernel.apply(model, run)
         echo(f"kernels: {name}")
@@ -344,6 +345,18 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
     write_json(run.run_dir / "history.json", run.history)
     signals.phase = "writing the report"
     return review.finish(metrics)  # baseline, forgetting, overfitting, gate; metrics.json and the report
+
+
+def check_positions(recipe: Recipe, model: Any) -> None:
+    """``data.max_length`` must fit the positions the model was built for (longer ones give garbage or fail)."""
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(positions, int) and recipe.data.max_length > positions:
+        raise RecipeError(Problem(
+            "data.max_length",
+            f"{recipe.data.max_length} is beyond the {positions} positions of model {recipe.model.name!r}; "
+            f"set data.max_length to {positions} or less",
+        ))
 
 
 def _write_generation_config(model: Any, tokenizer: Any, folder: Path) -> None:
