@@ -1,6 +1,7 @@
 """Run every benchmark in one job and print one table: `python bench/run.py`.
 
-Each benchmark is its own script (bench/cli.py, bench/sft.py, bench/data.py, bench/methods.py)
+Each benchmark is its own script (bench/cli.py, bench/sft.py, bench/data.py, bench/methods.py,
+bench/evaluator.py)
 and merges its figures into bench/results.json; every figure is a ratio against a baseline
 measured in the same job. Pass --quick for fewer steps and repeats. The GPU figures come from
 bench/gpu.sh on a CUDA machine; `--gpu-smoke` adds its tiny-shape run here (no figures that count).
@@ -23,6 +24,7 @@ SUITE = {
     "sft": ["sft.py"],
     "data": ["data.py"],
     "methods": ["methods.py"],
+    "evaluator": ["evaluator.py"],
 }
 QUICK = {"sft": ["--steps", "20", "--repeats", "1"]}
 
@@ -40,6 +42,7 @@ GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
     ("B4 QLoRA linear bytes / bf16", "methods", ("qlora_linear_bytes_over_bf16",), "<= 0.27", lambda v: v <= 0.27),
     ("B5 LoRA trainable state / full", "methods", ("lora_trainable_state_over_full",), "<= 0.05", lambda v: v <= 0.05),
     ("B6 second / first data preparation", "data", ("prepare_second_over_first",), "<= 0.1", lambda v: v <= 0.1),
+    ("evaluator generation: batched / one by one", "evaluator", ("batched_speedup",), ">= 3", lambda v: v >= 3),
 ]
 
 
