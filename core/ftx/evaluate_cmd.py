@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError, RunError
-from .rundir import MARKER
+from .layout import EVAL, MODEL
+from .layout import LOCK as MARKER
 
 
 def load_eval_recipe(target: Path, recipe_path: Path | None, overrides: Sequence[str], registry: Any) -> tuple[Any, Path]:
@@ -24,9 +25,9 @@ def load_eval_recipe(target: Path, recipe_path: Path | None, overrides: Sequence
     if not target.exists():
         raise RecipeError(f"{target} does not exist: give a run folder (with {MARKER}) or a model folder")
     is_run = (target / MARKER).is_file()
-    model_dir = target / "model" if is_run else target
+    model_dir = target / MODEL if is_run else target
     if is_run and not model_dir.is_dir():
-        raise RunError(f"run folder {target} has no model/ folder: the run did not finish saving its model")
+        raise RunError(f"run folder {target} has no {MODEL}/ folder: the run did not finish saving its model")
     if recipe_path is not None:
         return load_recipe(recipe_path, registry, overrides), model_dir
     if not is_run:
@@ -93,7 +94,7 @@ def evaluate_folder(
             {"after": figures}, names,
         )
     if output is None and (target / MARKER).is_file():
-        output = target / "eval.json"
+        output = target / EVAL
     if output is not None:
         write_json(Path(output), result)
     return result

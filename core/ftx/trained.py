@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
-from .rundir import MARKER
+from .layout import LOCK as MARKER
+from .layout import MODEL as MODEL_DIR
 
 Echo = Callable[[str], None]
 
-MODEL_DIR = "model"
-"""The folder of a run folder that holds its trained model."""
 FULL_MODEL_FILE = "config.json"
 """A model folder holding this file is a full Hugging Face model; any other holds what a method saved."""
 
