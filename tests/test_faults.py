@@ -517,3 +517,23 @@ def test_max_length_beyond_the_models_positions_is_refused_before_training(recip
     result = cli("run", recipe, "--output", out)
     assert_clean_failure(result, 2, "data.max_length: 4096 is beyond the 512 positions", "set data.max_length to 512")
     assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })"),
+    RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0"),
+])
+def test_disk_full_inside_a_library_is_named(error, recipe_file, tmp_path, monkeypatch):
+    import ftx.models.loading
+
+    out = tmp_path / "out"
+
+    def fail(*_a: Any, **_k: Any) -> None:
+        if "unexpected pos" in str(error):  # torch's writer: the OS error is its cause
+            raise error from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "model.safetensors"))
+        raise error
+
+    monkeypatch.setattr(ftx.models.loading, "load_model", fail)
+    result = cli("run", recipe_file(), "--output", out)
+    assert_clean_failure(result, 1, "run failed:", "free some space", f"traceback in {out / 'error.txt'}")
+    assert (out / "error.txt").is_file() and not (out / "metrics.json").exists()

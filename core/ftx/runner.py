@@ -184,7 +184,11 @@ def _failure(exc: BaseException, run: Run, manager: FtxPluginManager, signals: R
     error_file = run.run_dir / "error.txt"
     written = False
     if not interrupted:
-        written = write_error_file(error_file, "".join(traceback.format_exception(exc)))
+        try:
+            text = "".join(traceback.format_exception(exc))
+        except Exception:  # noqa: BLE001 - an exception that cannot be formatted is still reported
+            text = repr(exc)
+        written = write_error_file(error_file, text)
     try:
         manager.hook.run_end(run, None, exc)
     except Exception as hook_exc:  # noqa: BLE001 - a logger failing now must not hide the run's own error
@@ -195,12 +199,47 @@ def _failure(exc: BaseException, run: Run, manager: FtxPluginManager, signals: R
     if isinstance(exc, FtxError):
         return exc
     where = f"traceback in {error_file}" if written else "error.txt could not be written"
-    if isinstance(exc, OSError) and exc.errno in ENV_ERRNOS:
-        return RunError(f"run failed: {os_error_message(exc)} ({where})")
+    environment = _environment_cause(exc, run.run_dir)
+    if environment is not None:
+        return RunError(f"run failed: {environment} ({where})")
     if isinstance(exc, Exception):
-        first = (str(exc).strip().splitlines() or [""])[0]
+        try:
+            first = (str(exc).strip().splitlines() or [""])[0]
+        except Exception:  # noqa: BLE001
+            first = ""
         return RunError(f"run failed: {type(exc).__name__}: {first} ({where})")
     return exc
+
+
+_FULL_DISK_WORDS = ("no space left on device", "storagefull", "errno 28", "code: 28", "disk quota exceeded")
+
+
+def _environment_cause(exc: BaseException, run_dir: Path) -> str | None:
+    """One line for a failure the machine caused (full, read-only or forbidden disk), found anywhere in the
+    exception's chain or in a library's message (torch and safetensors wrap the OS error in their own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in ENV_ERRNOS:
+            return os_error_message(current)
+        with contextlib.suppress(Exception):
+            text = str(current).lower()
+            if any(word in text for word in _FULL_DISK_WORDS) or ("write failed" in text and _disk_nearly_full(run_dir)):
+                first = (str(current).strip().splitlines() or [""])[0][:160]
+                return (f"the disk is full ({type(current).__name__}: {first}); free some space, or choose --output "
+                        "on another disk")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _disk_nearly_full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free < 64 * 1024**2
+    except OSError:
+        return False
 
 
 def _example_counts(data: Any) -> dict[str, int]:
