@@ -148,8 +148,9 @@ def examples_to_prompts(examples: Sequence[Any], count: int) -> tuple[list[Messa
 
 def default_cap(tokenizer: Any, answers: Sequence[str], room: int | None = None) -> tuple[int, str]:
     """``(cap, how)``: twice the longest trained answer in tokens, at least :data:`MIN_CAP`, within ``room``."""
-    longest = max((len(ids) for ids in tokenizer(list(answers), add_special_tokens=False)["input_ids"]), default=0) \
-        if answers else 0
+    longest_texts = sorted(answers, key=len, reverse=True)[:256]  # the longest in tokens is among the longest in text
+    ids = tokenizer(longest_texts, add_special_tokens=False)["input_ids"] if longest_texts else []
+    longest = max((len(row) for row in ids), default=0)
     cap = max(MIN_CAP, 2 * longest)
     how = (f"2 x the longest trained answer ({longest} tokens), at least {MIN_CAP}" if answers
            else f"{MIN_CAP} without the run's answers")
