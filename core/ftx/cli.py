@@ -18,9 +18,17 @@ CORE_COMMANDS = ("run", "validate", "plugins", "eval", "data", "new-plugin")
 
 
 def _manager() -> Any:
+    """The plugin manager, built once per command line (kept in the root click context): ``ftx --help``
+    would otherwise load every plugin twice."""
     from .plugins import make_plugin_manager
 
-    return make_plugin_manager()
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return make_plugin_manager()
+    meta = ctx.find_root().meta
+    if "ftx.manager" not in meta:
+        meta["ftx.manager"] = make_plugin_manager()
+    return meta["ftx.manager"]
 
 
 class FtxGroup(click.Group):

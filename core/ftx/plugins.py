@@ -191,8 +191,9 @@ def make_plugin_manager(
         pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
         pm.enable_tracing()
 
+    ftx_version = _dist_version("ftx")  # read once: each lookup scans every installed distribution
     for module_path in builtins:
-        info = PluginInfo(module_path, "ftx", _dist_version("ftx"), module_path, builtin=True)
+        info = PluginInfo(module_path, "ftx", ftx_version, module_path, builtin=True)
         try:
             module = importlib.import_module(module_path)
         except Exception as exc:  # noqa: BLE001
@@ -201,18 +202,20 @@ def make_plugin_manager(
         manager.register_plugin(module, info)
 
     if load_entry_points:
+        hookspecs_version = _dist_version("ftx-hookspecs")
         for ep in _select(entry_points(group=ENTRY_POINT_GROUP)):
             dist = getattr(ep, "dist", None)
+            meta = dist.metadata if dist is not None else None  # parsed once: it is read from disk each time
             info = PluginInfo(
                 name=ep.name,
-                distribution=dist.metadata["Name"] if dist is not None else None,
-                version=dist.version if dist is not None else None,
+                distribution=meta["Name"] if meta is not None else None,
+                version=meta["Version"] if meta is not None else None,
                 module=ep.value,
                 builtin=False,
             )
             if pm.has_plugin(ep.name):
                 continue
-            mismatch = hookspecs_mismatch(dist)
+            mismatch = hookspecs_mismatch(dist, hookspecs_version)
             if mismatch:
                 manager._mark_broken(info, IncompatiblePlugin(mismatch))
                 continue
@@ -235,14 +238,16 @@ class IncompatiblePlugin(Exception):
     """A plugin built for hook specifications this installation does not have."""
 
 
-def hookspecs_mismatch(dist: Any) -> str | None:
-    """Why ``dist`` cannot work with the installed ``ftx-hookspecs``, or ``None`` when it can."""
+def hookspecs_mismatch(dist: Any, installed: str | None = "") -> str | None:
+    """Why ``dist`` cannot work with the installed ``ftx-hookspecs`` (version ``installed``; looked up when
+    not given), or ``None`` when it can."""
     if dist is None:
         return None
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import Version
 
-    installed = _dist_version("ftx-hookspecs")
+    if installed == "":
+        installed = _dist_version("ftx-hookspecs")
     if installed is None:
         return None
     for line in dist.requires or ():
