@@ -537,3 +537,26 @@ def test_disk_full_inside_a_library_is_named(error, recipe_file, tmp_path, monke
     result = cli("run", recipe_file(), "--output", out)
     assert_clean_failure(result, 1, "run failed:", "free some space", f"traceback in {out / 'error.txt'}")
     assert (out / "error.txt").is_file() and not (out / "metrics.json").exists()
+
+
+def test_answers_cut_at_max_length_are_counted_and_warned_about(tiny_tokenizer):
+    from types import SimpleNamespace
+
+    from ftx.data.cache import cut_answers, tokenize_prepared
+    from ftx.data.prepare import DataReport
+    from ftx.data.tokenize import tokenize_all
+    from ftx_hookspecs import ChatExample
+
+    def chat(answer: str) -> ChatExample:
+        return ChatExample([{"role": "user", "content": "count"}, {"role": "assistant", "content": answer}])
+
+    short, long = chat("one"), chat("one two three four five six seven eight nine ten " * 4)
+    whole = tokenize_all(tiny_tokenizer, [short], 10_000)[0]
+    exact = len(whole.input_ids) - 1  # the short answer ends at the limit with its end-of-turn token
+    tokens = tokenize_all(tiny_tokenizer, [short, long, long], exact)
+    assert cut_answers(tokens, exact, tiny_tokenizer) == 2
+    messages: list[str] = []
+    data = SimpleNamespace(train=[short, long, long], eval=[], report=DataReport(kept=3))
+    tokenize_prepared(data, tiny_tokenizer, {"max_length": exact, "cache": False}, "assistant", echo=messages.append)
+    assert any(m.startswith("warning: 2 of 3 training examples end inside an answer cut at data.max_length")
+               for m in messages), messages

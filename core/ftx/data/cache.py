@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftx_hookspecs import Example
+from ftx_hookspecs import ChatExample, Example
 
 from ..errors import DataError
 from ..paths import ftx_home
@@ -211,6 +211,20 @@ def tokenize_cached(
     return result
 
 
+def cut_answers(items: Sequence[Tokenized], max_length: int, tokenizer: Any) -> int:
+    """How many examples were cut inside a trained answer: full length, ending on a trained token that is not the
+    end of a turn (an answer that ends exactly at the limit keeps its end-of-turn token and is not counted)."""
+    from .tokenize import IGNORE_INDEX
+
+    stops = {i for i in (getattr(tokenizer, "eos_token_id", None),) if isinstance(i, int)}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        found = tokenizer.convert_tokens_to_ids(token) if hasattr(tokenizer, "convert_tokens_to_ids") else None
+        if isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None):
+            stops.add(found)
+    return sum(1 for t in items if len(t.input_ids) >= max_length and t.labels and t.labels[-1] != IGNORE_INDEX
+               and t.input_ids[-1] not in stops)
+
+
 def tokenize_prepared(
     data: Any, tokenizer: Any, data_cfg: dict[str, Any], train_on: str, echo: Any = None
 ) -> TokenizeResult:
@@ -239,5 +253,12 @@ def tokenize_prepared(
         source = f"cache hit {result.path}" if result.hit else ("cached in " + str(result.path) if result.path else "not cached")
         echo(f"  tokenised: {len(result.train)} train, {len(result.eval)} eval examples ({source})"
              + (f"; dropped {result.dropped}" if result.dropped else ""))
+        max_length = int(data_cfg["max_length"])
+        chat = any(isinstance(example, ChatExample) for example in getattr(data, "train", []))
+        cut = cut_answers(result.train, max_length, tokenizer) if chat else 0  # plain text is cut as a matter of course
+        if cut:
+            echo(f"warning: {cut} of {len(result.train)} training examples end inside an answer cut at data.max_length = "
+                 f"{max_length}; they train without their end-of-turn token, which teaches the model not to stop "
+                 "(raise data.max_length, or set data.overlength = 'drop')")
     data.tokenized = {"train": result.train, "eval": result.eval, "key": result.key}
     return result
