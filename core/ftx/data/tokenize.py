@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ftx_hookspecs import ChatExample, Example, TextExample
+from ftx_hookspecs import TRAINED_ROLES, ChatExample, Example, TextExample
 
 from ..errors import DataError
 
@@ -37,7 +37,7 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]], train_on
     if train_on == "all":
         return text, [(0, len(text))]
     spans: list[tuple[int, int]] = []
-    assistant_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    assistant_turns = [i for i, m in enumerate(messages) if m["role"] in TRAINED_ROLES]
     if train_on == "last":
         assistant_turns = assistant_turns[-1:]
     for i in assistant_turns:

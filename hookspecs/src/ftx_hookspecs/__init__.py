@@ -30,6 +30,7 @@ from .examples import (
     RowError,
     TextExample,
 )
+from .examples import ROLES, TRAINED_ROLES
 from .kinds import COMPONENT_KINDS, KIND_BY_HOOK, KIND_BY_NAME, ComponentKind
 from .markers import PROJECT_NAME, hookimpl, hookspec
 from .memory import MemoryPlan, MemoryPlanner, ModelShape
@@ -45,6 +46,8 @@ __all__ = [
     "KIND_BY_HOOK",
     "KIND_BY_NAME",
     "PROJECT_NAME",
+    "ROLES",
+    "TRAINED_ROLES",
     "ChatExample",
     "ClassificationExample",
     "CommandSpec",

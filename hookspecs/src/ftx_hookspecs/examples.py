@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 Message = dict[str, str]
-"""One chat turn: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+"""One chat turn: ``{"role": ..., "content": "..."}``, the role one of :data:`ROLES`."""
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+"""The roles of a :data:`Message`: instructions, the person, the model, and a tool's result. The core
+accepts any role the model's chat template renders; first-party formats produce these."""
+
+TRAINED_ROLES: tuple[str, ...] = ("assistant",)
+"""The roles whose turns language-model objectives train (with their end-of-turn token); the rest are context."""
 
 
 class RowError(ValueError):
