@@ -560,3 +560,54 @@ def test_answers_cut_at_max_length_are_counted_and_warned_about(tiny_tokenizer):
     tokenize_prepared(data, tiny_tokenizer, {"max_length": exact, "cache": False}, "assistant", echo=messages.append)
     assert any(m.startswith("warning: 2 of 3 training examples end inside an answer cut at data.max_length")
                for m in messages), messages
+
+
+def test_two_signals_delivered_as_one_still_abort():
+    from types import SimpleNamespace
+
+    from ftx.runner import RunSignals
+
+    messages: list[str] = []
+    signals = RunSignals(messages.append)
+    signals.run = SimpleNamespace(stop_requested=False)  # type: ignore[assignment]
+    signals.training = True
+    with signals.installed():
+        assert signals._pipe is not None
+        # what Python's C-level handler leaves when two SIGTERMs arrive before the Python handler runs once
+        os.write(signals._pipe[1], bytes([signal.SIGTERM, signal.SIGTERM]))
+        with pytest.raises(KeyboardInterrupt):
+            signals._handle(signal.SIGTERM, None)
+    assert signals.aborted and not messages
+    single = RunSignals(messages.append)
+    single.run = SimpleNamespace(stop_requested=False)  # type: ignore[assignment]
+    single.training = True
+    with single.installed():
+        os.write(single._pipe[1], bytes([signal.SIGTERM]))
+        single._handle(signal.SIGTERM, None)  # the first one asks for a checkpoint and a stop
+    assert single.run.stop_requested and not single.aborted and "saving a checkpoint" in messages[0]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_real_process_before_training_exits_130_and_resumes(recipe_file, tmp_path):
+    import subprocess
+    import sys
+
+    recipe = recipe_file(evaluators=["loss", "exact-match"], steps=2)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ftx.cli", "run", str(recipe), "--output", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # the model line comes right before the 'before' evaluation
+        lines.append(line)
+        if line.startswith("model: "):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, rest = proc.communicate(timeout=300)
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    assert (out / "recipe.lock.toml").is_file() and not (out / "metrics.json").exists()
+    again = subprocess.run([sys.executable, "-m", "ftx.cli", "run", str(recipe), "--output", str(out), "--resume"],
+                           check=False, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (out / "metrics.json").is_file()
