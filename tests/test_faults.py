@@ -611,3 +611,12 @@ def test_sigterm_to_a_real_process_before_training_exits_130_and_resumes(recipe_
                            check=False, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert (out / "metrics.json").is_file()
+
+
+def test_sigterm_during_another_command_exits_130(finished_run, tmp_path, monkeypatch, no_default_sigterm):
+    run = copy_run(finished_run, tmp_path)
+    _inject(monkeypatch, "data")  # `ftx eval` prepares the held-out split first
+    result = cli("eval", run)
+    assert result.exit_code == 130, result.stderr
+    assert "Traceback" not in result.stderr and "interrupted" in result.stderr
+    assert not (run / "eval.json").exists()

@@ -100,8 +100,35 @@ class _LazyCommand(click.Command):
 def handle_errors() -> Iterator[None]:
     """Where any command's failure, core or plugin, becomes one message and an exit code.
 
-    2: recipe, usage or data error; 1: the run failed; 3: a gate threshold failed; 130: interrupted.
+    2: recipe, usage or data error; 1: the run failed; 3: a gate threshold failed; 130: interrupted
+    (SIGTERM too, like Ctrl-C: a run installs its own handler, which checkpoints first).
     """
+    with _sigterm_interrupts(), _handled():
+        yield
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while a command runs (main thread only), so it ends with 130, not 143."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _handled() -> Iterator[None]:
     try:
         yield
     except FtxError as exc:
