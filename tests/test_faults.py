@@ -620,3 +620,15 @@ def test_sigterm_during_another_command_exits_130(finished_run, tmp_path, monkey
     assert result.exit_code == 130, result.stderr
     assert "Traceback" not in result.stderr and "interrupted" in result.stderr
     assert not (run / "eval.json").exists()
+
+
+def test_truncated_adapter_file_at_eval_is_named(recipe_file, tmp_path):
+    run = tmp_path / "lora-run"
+    done = cli("run", recipe_file("lora.toml", method={"use": "lora", "r": 4}, steps=1, evaluators=["loss"]),
+               "--output", run)
+    assert done.exit_code == 0, done.stderr
+    (adapter,) = (run / "model").glob("*.safetensors")
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    result = cli("eval", run)
+    assert_clean_failure(result, 1, f"this model file is damaged: {adapter}")
+    assert not (run / "eval.json").exists()

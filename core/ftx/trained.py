@@ -157,7 +157,15 @@ def load_saved_model(recipe: Any, model_dir: Path, run: Any) -> tuple[Any, str |
     base_path = resolve_model_path(recipe.model, echo=run.echo)
     base = load_model(recipe.model, base_path, head=head, device=run.device, tokenizer=run.tokenizer,
                       extra=method.load_kwargs(run), labels=labels)
-    return loader.load_trained(base, model_dir, run), name, loader
+    try:
+        return loader.load_trained(base, model_dir, run), name, loader
+    except Exception as exc:
+        from .models.loading import damaged_weights
+
+        damaged = damaged_weights(str(model_dir))
+        if damaged is not None:
+            raise RunError(f"this model file is damaged: {damaged}; copy or save the model again") from exc
+        raise
 
 
 def _plain_tokenizer(folder: str | Path) -> Any:
@@ -177,8 +185,15 @@ def _plain_causal_lm(folder: str | Path, device: str) -> Any:
 
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto")
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot load the model in {folder}: {exc}") from exc
+    except Exception as exc:
+        from .models.loading import damaged_weights
+
+        damaged = damaged_weights(str(folder))
+        if damaged is not None:
+            raise RunError(f"this model file is damaged: {damaged}; copy or save the model again") from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise RunError(f"cannot load the model in {folder}: {exc}") from exc
+        raise
     return model.to(device).eval()
 
 
