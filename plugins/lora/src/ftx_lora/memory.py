@@ -81,4 +81,5 @@ def qlora_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
     constants = (1 / 64 + 4 / (64 * 256)) if options.double_quant else 4 / 64  # bytes per weight
     added = plan.trainable_params
     weights = int(shape.linear_params() * (0.5 + constants)) + shape.other_params() * 4 + added * ADAPTER_BYTES
-    return replace(plan, weight_bytes=weights, details=(*plan.details, "4-bit base"))
+    details = (*plan.details, "4-bit base") + (("gradient checkpointing",) if options.gradient_checkpointing else ())
+    return replace(plan, weight_bytes=weights, details=details)
