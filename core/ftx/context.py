@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftx_hookspecs import TrainResult
+
+from .errors import RecipeError
 from .plugins import FtxPluginManager
 from .recipe import Recipe
 from .recipe.loader import validation_problems
-from .errors import RecipeError
-from .recipe.schema import TrainSection
+from .recipe.schema import DataSection, ModelSection, TrainSection
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Run:
     """Set by SIGTERM/SIGINT: trainers save a checkpoint at the end of the step and stop."""
     skipped_steps: int = 0
     """Optimizer steps skipped for NaN/inf gradients."""
+    last_checkpoint: Path | None = None
+    """The newest complete checkpoint this run wrote (its manifest is on disk), else ``None``."""
 
     @property
     def recipe(self) -> Mapping[str, Any]:
@@ -44,6 +48,33 @@ class Run:
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    @property
+    def base_dir(self) -> Path:
+        """The recipe file's folder (relative paths in options resolve against it)."""
+        return self.recipe_obj.base_dir
+
+    @property
+    def data_config(self) -> DataSection:
+        """The validated ``[data]`` table (a copy: changing it changes nothing)."""
+        return self.recipe_obj.data.model_copy()
+
+    @property
+    def model_config(self) -> ModelSection:
+        """The validated ``[model]`` table (a copy: changing it changes nothing)."""
+        return self.recipe_obj.model.model_copy()
+
+    def training_arguments(self, config_class: Any = None, **overrides: Any) -> Any:
+        """transformers ``TrainingArguments`` (or ``config_class``, e.g. TRL's ``DPOConfig``) from ``[train]``."""
+        from .training import training_arguments
+
+        return training_arguments(self, config_class, **overrides)
+
+    def fit(self, trainer: Any) -> TrainResult:
+        """Train ``trainer`` with ftx's guards, logging, early stopping and resume; the standard figures."""
+        from .trainer import fit_trainer
+
+        return fit_trainer(self, trainer)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self.manager.hook.log_metrics(self, step, dict(metrics))

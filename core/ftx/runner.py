@@ -347,7 +347,7 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
     result = _train_with_backoff(objective, model, run, signals)
     if run.stop_requested:
         raise RunInterrupted(
-            f"stopped on request after saving a checkpoint in {run.checkpoint_dir}; "
+            f"stopped on request after saving the checkpoint {run.last_checkpoint or run.checkpoint_dir}; "
             f"continue with `ftx run {recipe.path or 'RECIPE'} --output {run.run_dir} --resume`"
         )
     if result.model is not None:

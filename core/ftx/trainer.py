@@ -4,14 +4,19 @@
 * a loss far above where it started stops the run as diverged;
 * every checkpoint gets a manifest, so resume can tell complete checkpoints from broken ones;
 * a stop request (SIGTERM/SIGINT) saves a checkpoint at the end of the step and stops cleanly.
+
+:func:`fit_trainer` (``ctx.fit``) attaches them to a trainer already built, adds log forwarding and
+early stopping, and resumes from the run's last complete checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 from typing import Any
 
-from ftx_hookspecs import RunContext
+from ftx_hookspecs import RunContext, TrainResult
 
 from .errors import RunError
 
@@ -55,42 +60,63 @@ def guard_optimizer(optimizer: Any, ctx: RunContext, max_bad_steps: int) -> Any:
     return optimizer
 
 
+def attach_guards(trainer: Any, ctx: RunContext) -> Any:
+    """Give an already-built Trainer (transformers or TRL) ftx's guards; calling it again changes nothing.
+
+    The optimizer guard wraps ``create_optimizer`` on the instance (or the optimizer already made);
+    the stop request, divergence stop and checkpoint manifests come from one callback.
+    """
+    if getattr(trainer, "_ftx_guards_attached", False):
+        return trainer
+    trainer.ftx_ctx = ctx
+    max_bad = ctx.train.max_bad_steps
+
+    def guard(optimizer: Any) -> Any:
+        if not getattr(optimizer, "_ftx_guarded", False):
+            guard_optimizer(optimizer, ctx, max_bad)
+            optimizer._ftx_guarded = True
+        return optimizer
+
+    if getattr(trainer, "optimizer", None) is not None:
+        guard(trainer.optimizer)
+    create = trainer.create_optimizer
+
+    def create_optimizer(*args: Any, **kwargs: Any) -> Any:
+        return guard(create(*args, **kwargs))
+
+    trainer.create_optimizer = create_optimizer
+    # first after transformers' own flow callback: the manifest is written before any callback announces the checkpoint
+    callbacks = trainer.callback_handler.callbacks
+    flow = next((i for i, cb in enumerate(callbacks) if type(cb).__name__ == "DefaultFlowCallback"), -1)
+    # online RL trainers (GRPO, RLOO: they score samples with reward functions) log a surrogate loss near
+    # zero or below it, which says nothing about divergence
+    callbacks.insert(flow + 1, _guard_callback(ctx, watch_divergence=not hasattr(trainer, "reward_funcs")))
+    trainer._ftx_guards_attached = True
+    return trainer
+
+
 def with_ftx_guards(base: type) -> type:
-    """A subclass of ``base`` (a Trainer class) with ftx's guards; pass ``ctx=`` when constructing it."""
+    """A subclass of ``base`` (a Trainer class) with ftx's guards; pass ``ctx=`` when constructing it.
+
+    Kept for code written before ``ctx.fit`` (hookspecs 1.2), which attaches the same guards to any trainer.
+    """
 
     class FtxGuarded(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, ctx: RunContext, **kwargs: Any) -> None:
-            self.ftx_ctx = ctx
-            callbacks = list(kwargs.pop("callbacks", None) or [])
-            callbacks.append(_guard_callback(ctx))
-            super().__init__(*args, callbacks=callbacks, **kwargs)
-
-        def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
-            optimizer = super().create_optimizer(*args, **kwargs)
-            if not getattr(optimizer, "_ftx_guarded", False):
-                guard_optimizer(optimizer, self.ftx_ctx, self.ftx_ctx.train.max_bad_steps)
-                optimizer._ftx_guarded = True
-            return optimizer
-
-        def _save_checkpoint(self, model: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
-            super()._save_checkpoint(model, trial, *args, **kwargs)
-            from pathlib import Path
-
-            from .checkpoints import write_manifest
-
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir() and self.args.should_save:
-                write_manifest(folder, self.state.global_step)
+            super().__init__(*args, **kwargs)
+            attach_guards(self, ctx)
 
     FtxGuarded.__name__ = f"Ftx{base.__name__}"
     FtxGuarded.__qualname__ = FtxGuarded.__name__
     return FtxGuarded
 
 
-def _guard_callback(ctx: RunContext) -> Any:
+def _guard_callback(ctx: RunContext, watch_divergence: bool = True) -> Any:
     from transformers import TrainerCallback
 
     class Guard(TrainerCallback):  # type: ignore[misc]
+        """Stop on request, stop a diverging run, and mark each checkpoint complete once Trainer has written it."""
+
         first_loss: float | None = None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -98,12 +124,27 @@ def _guard_callback(ctx: RunContext) -> Any:
                 control.should_save = True
                 control.should_training_stop = True
 
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            # Trainer calls on_save after _save_checkpoint returned: weights, optimizer, scheduler,
+            # RNG states and trainer_state.json are all on disk, so the manifest may now say "complete"
+            from .checkpoints import write_manifest
+
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir() and args.should_save:
+                write_manifest(folder, state.global_step)
+                try:
+                    ctx.last_checkpoint = folder  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             loss = (logs or {}).get("loss")
-            if loss is None or not math.isfinite(loss):
+            if not watch_divergence or loss is None or not math.isfinite(loss):
                 return
             if self.first_loss is None:
                 self.first_loss = loss
+                return
+            if self.first_loss <= 0:  # not a likelihood-style loss: no ratio to judge by
                 return
             factor = ctx.train.divergence_factor
             if factor and loss > factor * self.first_loss:
@@ -114,3 +155,34 @@ def _guard_callback(ctx: RunContext) -> Any:
                 )
 
     return Guard()
+
+
+def fit_trainer(ctx: RunContext, trainer: Any) -> TrainResult:
+    """Train ``trainer`` with ftx's guarantees: guards, log forwarding, early stopping, quiet printing and
+    resume from ``ctx.resume_from``; return the standard figures (``RunContext.fit``)."""
+    from .training import make_log_callback, quiet_trainer
+    from .watch import watch_callbacks
+
+    attach_guards(trainer, ctx)
+    history: list[dict[str, float]] = []
+    present = {getattr(cb, "ftx_role", None) for cb in trainer.callback_handler.callbacks}
+    if "logs" not in present:
+        trainer.add_callback(make_log_callback(ctx, history))
+    else:  # a trainer built with make_log_callback already: keep its history
+        history = next(cb.history for cb in trainer.callback_handler.callbacks if getattr(cb, "ftx_role", None) == "logs")
+    if "early-stopping" not in present:
+        for callback in watch_callbacks(ctx, history):
+            trainer.add_callback(callback)
+    quiet_trainer(trainer)
+    resume = getattr(ctx, "resume_from", None)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    train_loss = float(output.training_loss)
+    metrics = {
+        "train_loss": train_loss,
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), train_loss),
+        "steps": float(trainer.state.global_step),
+        "train_seconds": round(seconds, 2),
+    }
+    return TrainResult(metrics=metrics, history=history)

@@ -145,6 +145,11 @@ def make_log_callback(ctx: RunContext, history: list[dict[str, float]]) -> Any:
     from transformers import TrainerCallback
 
     class ForwardLogs(TrainerCallback):  # type: ignore[misc]
+        ftx_role = "logs"
+
+        def __init__(self) -> None:
+            self.history = history
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             if not logs or not state.is_world_process_zero:
                 return

@@ -31,6 +31,8 @@ def make_early_stopping(ctx: RunContext, history: list[dict[str, float]], patien
     from transformers import TrainerCallback
 
     class EarlyStopping(TrainerCallback):  # type: ignore[misc]
+        ftx_role = "early-stopping"
+
         def __init__(self) -> None:
             self.best: float | None = None
             self.best_step = 0

@@ -37,6 +37,12 @@ class RunContext(Protocol):
     """A verified checkpoint to resume from (``ftx run --resume``): pass it to the trainer; else ``None``."""
     stop_requested: bool
     """True once SIGTERM/SIGINT arrived: save a checkpoint and stop at the end of the step."""
+    base_dir: Path
+    """The recipe file's folder: resolve relative paths of options against it (added in 1.2)."""
+    data_config: Any
+    """The validated ``[data]`` table, read-only (``max_length``, ``packing``, ...; added in 1.2)."""
+    model_config: Any
+    """The validated ``[model]`` table, read-only (``name``, ``dtype``, ...; added in 1.2)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record metrics at a training step; broadcast to ``ftx_log_metrics``."""
@@ -49,6 +55,17 @@ class RunContext(Protocol):
 
     def echo(self, message: str) -> None:
         """Print a progress line for the user."""
+
+    def training_arguments(self, config_class: Any = None, **overrides: Any) -> Any:
+        """transformers ``TrainingArguments`` from ``[train]`` (or ``config_class``, e.g. TRL's ``DPOConfig``);
+        ``overrides`` win (added in 1.2)."""
+
+    def fit(self, trainer: Any) -> TrainResult:
+        """Train a transformers or TRL ``Trainer`` with ftx's guarantees and return the standard figures (added in 1.2).
+
+        Attaches the NaN/inf step skip, divergence stop, checkpoint manifests, stop-on-SIGTERM
+        checkpoint, log forwarding and early stopping; resumes from ``resume_from``; times the run.
+        """
 
 
 @dataclass

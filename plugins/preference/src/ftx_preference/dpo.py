@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 from ftx.errors import DataError
-from ftx.training import make_log_callback, quiet_trainer, training_arguments
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
 from . import DPOOptions
@@ -64,18 +62,17 @@ class DPOObjective:
             raise DataError("the dpo objective needs preference examples (data.format = \"preference\")")
         opts = self.options
         loss_type = [opts.loss_type] if isinstance(opts.loss_type, str) else list(opts.loss_type)
-        args = training_arguments(
-            ctx, DPOConfig,
+        args = ctx.training_arguments(
+            DPOConfig,
             beta=opts.beta,
             loss_type=loss_type,
             loss_weights=opts.loss_weights,
             label_smoothing=opts.label_smoothing,
             precompute_ref_log_probs=opts.precompute_ref_log_probs,
-            max_length=int(ctx.recipe["data"]["max_length"]),
+            max_length=ctx.data_config.max_length,
             remove_unused_columns=True,
         )
         budget = opts.max_prompt_length or args.max_length // 2
-        history: list[dict[str, float]] = []
         ref = reference_model(model, opts)
         ctx.echo("  reference: " + ("frozen adapter copy over the shared base" if is_peft_model(model)
                                     else "precomputed log-probs" if ref is None else "frozen copy of the model"))
@@ -87,24 +84,14 @@ class DPOObjective:
             eval_dataset=(Dataset.from_list(conversational_rows(evals, ctx.tokenizer, budget))
                           if evals and args.eval_strategy != "no" else None),
             processing_class=ctx.tokenizer,
-            callbacks=[make_log_callback(ctx, history)],
         )
-        quiet_trainer(trainer)
-        started = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - started
+        result = ctx.fit(trainer)
         if is_peft_model(model) and "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")  # TRL's frozen reference copy; only the trained adapter is saved
-        metrics: dict[str, float] = {
-            "train_loss": float(output.training_loss),
-            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), float(output.training_loss)),
-            "steps": float(trainer.state.global_step),
-            "train_seconds": round(seconds, 2),
-            "pairs": float(len(train)),
-        }
+        result.metrics["pairs"] = float(len(train))
         for key in ("rewards/margins", "rewards/accuracies"):
-            last = next((h[key] for h in reversed(history) if key in h), None)
+            last = next((h[key] for h in reversed(result.history) if key in h), None)
             if last is not None:
-                metrics["final_" + key.replace("rewards/", "reward_")] = float(last)
+                result.metrics["final_" + key.replace("rewards/", "reward_")] = float(last)
         del ref
-        return TrainResult(metrics=metrics, history=history)
+        return result

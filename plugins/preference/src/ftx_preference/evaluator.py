@@ -19,8 +19,7 @@ def answer_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[
                     max_length: int, batch_size: int = 16) -> list[float]:
     """Summed log-probability of each answer's tokens (its end-of-turn token included) given its prompt."""
     import torch
-    from ftx.data.tokenize import IGNORE_INDEX, tokenize_chat
-    from ftx.training import CausalLMCollator
+    from ftx.api import IGNORE_INDEX, CausalLMCollator, tokenize_chat
 
     from .encoding import fit_prompt
 
@@ -59,10 +58,10 @@ class PreferenceEvaluator:
             pairs = pairs[: self.options.limit]
         if not pairs:
             return {}
-        max_length = int(ctx.recipe["data"]["max_length"])
+        max_length = ctx.data_config.max_length
         if is_reward_model(model):
-            from .reward import pairwise_accuracy
             from .encoding import render_style
+            from .reward import pairwise_accuracy
 
             style = render_style(ctx.tokenizer, self.options.render)
             return pairwise_accuracy(model, ctx.tokenizer, pairs, style, max_length, self.options.batch_size)

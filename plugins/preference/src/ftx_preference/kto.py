@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ftx.errors import DataError
-from ftx.training import make_log_callback, quiet_trainer, training_arguments
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
 from . import KTOOptions
@@ -41,19 +39,18 @@ class KTOObjective:
         if not train:
             raise DataError("the kto objective needs preference examples (data.format = \"preference\")")
         opts = self.options
-        args = training_arguments(
-            ctx, KTOConfig,
+        args = ctx.training_arguments(
+            KTOConfig,
             beta=opts.beta,
             loss_type=opts.loss_type,
             desirable_weight=opts.desirable_weight,
             undesirable_weight=opts.undesirable_weight,
             precompute_ref_log_probs=opts.precompute_ref_log_probs,
-            max_length=int(ctx.recipe["data"]["max_length"]),
+            max_length=ctx.data_config.max_length,
             remove_unused_columns=True,
             train_sampling_strategy="sequential" if opts.loss_type == "kto" else "random",
         )
         budget = opts.max_prompt_length or args.max_length // 2
-        history: list[dict[str, float]] = []
         ref = reference_model(model, opts)
         ctx.echo(f"  kto: {len(train)} pairs as {2 * len(train)} answers; reference: "
                  + ("frozen adapter copy over the shared base" if is_peft_model(model)
@@ -66,20 +63,10 @@ class KTOObjective:
             eval_dataset=(Dataset.from_list(unpaired_rows(evals, ctx.tokenizer, budget))
                           if evals and args.eval_strategy != "no" else None),
             processing_class=ctx.tokenizer,
-            callbacks=[make_log_callback(ctx, history)],
         )
-        quiet_trainer(trainer)
-        started = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - started
+        result = ctx.fit(trainer)
         if is_peft_model(model) and "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")  # TRL's frozen reference copy; only the trained adapter is saved
-        metrics: dict[str, float] = {
-            "train_loss": float(output.training_loss),
-            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), float(output.training_loss)),
-            "steps": float(trainer.state.global_step),
-            "train_seconds": round(seconds, 2),
-            "pairs": float(len(train)),
-        }
+        result.metrics["pairs"] = float(len(train))
         del ref
-        return TrainResult(metrics=metrics, history=history)
+        return result

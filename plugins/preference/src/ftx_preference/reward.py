@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from ftx.errors import DataError
-from ftx.training import make_log_callback, quiet_trainer, training_arguments
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
 from . import RewardOptions
@@ -75,8 +73,7 @@ class RewardObjective:
         self.options = options
 
     def train(self, model: Any, ctx: RunContext) -> TrainResult:
-        data_cfg = ctx.recipe["data"]
-        max_length = int(data_cfg["max_length"])
+        max_length = ctx.data_config.max_length
         tokenizer = ctx.tokenizer
         style = render_style(tokenizer, self.options.render)
         train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
@@ -91,30 +88,20 @@ class RewardObjective:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = pad_id
-        history: list[dict[str, float]] = []
         trainer = _make_trainer_class()(
             model=model,
-            args=training_arguments(ctx),
+            args=ctx.training_arguments(),
             train_dataset=features(train),
             eval_dataset=features(evals) if evals else None,
             data_collator=PairCollator(pad_id),
-            callbacks=[make_log_callback(ctx, history)],
         )
         trainer.center_rewards = self.options.center_rewards
-        quiet_trainer(trainer)
         ctx.echo(f"  reward model: {len(train)} pairs, rendered as {style!r} text")
-        started = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - started
-        metrics: dict[str, float] = {
-            "train_loss": float(output.training_loss),
-            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), float(output.training_loss)),
-            "steps": float(trainer.state.global_step),
-            "train_seconds": round(seconds, 2),
-            "pairs": float(len(train)),
-        }
+        result = ctx.fit(trainer)
+        metrics = result.metrics
+        metrics["pairs"] = float(len(train))
         held_out = pairwise_accuracy(model, tokenizer, evals, style, max_length)
         metrics.update({f"eval_{k}": v for k, v in held_out.items()})
         if held_out:
             ctx.echo(f"  held-out pairwise accuracy {held_out['accuracy']:.3f}, margin {held_out['margin']:.3f}")
-        return TrainResult(metrics=metrics, history=history)
+        return result

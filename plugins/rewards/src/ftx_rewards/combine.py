@@ -34,7 +34,7 @@ def resolve_path(ctx: RunContext, path: str) -> str:
     candidate = Path(path).expanduser()
     if candidate.is_absolute():
         return str(candidate)
-    base = getattr(getattr(ctx, "recipe_obj", None), "base_dir", None) or Path.cwd()
+    base = getattr(ctx, "base_dir", None) or Path.cwd()  # RunContext.base_dir, hookspecs 1.2
     return str(Path(base) / candidate)
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ftx.errors import DataError, RecipeError
-from ftx.training import make_log_callback, quiet_trainer, training_arguments
 from ftx_hookspecs import ChatExample, RunContext, TrainResult
 from ftx_rewards.combine import WeightedReward, build_rewards
 
@@ -60,8 +58,8 @@ class RLObjective:
         if not chats:
             raise DataError("the rl objective needs prompts: a chat format such as alpaca (the answer is the reference)")
         rows = [{"prompt": list(e.prompt_messages), "reference": e.reference} for e in chats]
-        args = training_arguments(
-            ctx, GRPOConfig,
+        args = ctx.training_arguments(
+            GRPOConfig,
             num_generations=opts.num_generations,
             max_completion_length=opts.max_completion_length,
             temperature=opts.temperature,
@@ -73,29 +71,19 @@ class RLObjective:
             eval_strategy="no",
             remove_unused_columns=False,
         )
-        history: list[dict[str, float]] = []
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[trl_reward_function(r) for r in rewards],
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=ctx.tokenizer,
-            callbacks=[make_log_callback(ctx, history)],
         )
-        quiet_trainer(trainer)
         ctx.echo(f"  rl: {len(rows)} prompts, {opts.num_generations} answers each, rewards "
                  + ", ".join(f"{r.name} x{r.weight:g}" for r in rewards))
-        started = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - started
-        logged = [h["reward"] for h in history if "reward" in h]
-        metrics: dict[str, float] = {
-            "train_loss": float(output.training_loss),
-            "steps": float(trainer.state.global_step),
-            "train_seconds": round(seconds, 2),
-            "prompts": float(len(rows)),
-        }
+        result = ctx.fit(trainer)
+        logged = [h["reward"] for h in result.history if "reward" in h]
+        result.metrics["prompts"] = float(len(rows))
         if logged:
-            metrics["first_sampled_reward"] = float(logged[0])
-            metrics["last_sampled_reward"] = float(logged[-1])
-        return TrainResult(metrics=metrics, history=history)
+            result.metrics["first_sampled_reward"] = float(logged[0])
+            result.metrics["last_sampled_reward"] = float(logged[-1])
+        return result

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from ftx.errors import DataError
-from ftx.trainer import with_ftx_guards
-from ftx.training import make_log_callback, quiet_trainer, training_arguments
-from ftx.watch import watch_callbacks
 from ftx_hookspecs import ClassificationExample, RunContext, TrainResult
 
 from . import ClassifyOptions
@@ -54,11 +50,10 @@ def _trainer_class(weights: list[float] | None) -> Any:
     import torch
     from transformers import Trainer
 
-    base = with_ftx_guards(Trainer)
     if weights is None:
-        return base
+        return Trainer
 
-    class WeightedTrainer(base):  # type: ignore[misc, valid-type]
+    class WeightedTrainer(Trainer):  # type: ignore[misc]
         """Cross-entropy with one weight per class."""
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
@@ -85,36 +80,23 @@ class ClassifyObjective:
         evals = [e for e in ctx.data.eval if isinstance(e, ClassificationExample)]
         if not train:
             raise DataError("the classify objective needs labelled texts (data.format = \"classification\")")
-        max_length = int(ctx.recipe["data"]["max_length"])
+        max_length = ctx.data_config.max_length
         features = encode(ctx.tokenizer, train, label2id, max_length)
         eval_features = encode(ctx.tokenizer, evals, label2id, max_length) if evals else None
         weights = (balanced_weights([f["label"] for f in features], len(label2id))
                    if self.options.class_weights == "balanced" else None)
         pad = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else 0
-        history: list[dict[str, float]] = []
         trainer = _trainer_class(weights)(
-            ctx=ctx,
             model=model,
-            args=training_arguments(ctx),
+            args=ctx.training_arguments(),
             train_dataset=features,
             eval_dataset=eval_features,
             data_collator=LabelCollator(pad),
-            callbacks=[make_log_callback(ctx, history), *watch_callbacks(ctx, history)],
         )
-        quiet_trainer(trainer)
         counts = Counter(e.label for e in train)
         ctx.echo(f"  classify: {len(train)} texts, {len(label2id)} labels "
                  + ", ".join(f"{name} {counts[name]}" for name in label2id)
                  + (" (balanced class weights)" if weights else ""))
-        started = time.perf_counter()
-        resume = getattr(ctx, "resume_from", None)
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        seconds = time.perf_counter() - started
-        metrics = {
-            "train_loss": float(output.training_loss),
-            "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), float(output.training_loss)),
-            "steps": float(trainer.state.global_step),
-            "train_seconds": round(seconds, 2),
-            "examples": float(len(train)),
-        }
-        return TrainResult(metrics=metrics, history=history)
+        result = ctx.fit(trainer)
+        result.metrics["examples"] = float(len(train))
+        return result
