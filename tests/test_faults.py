@@ -632,3 +632,21 @@ def test_truncated_adapter_file_at_eval_is_named(recipe_file, tmp_path):
     result = cli("eval", run)
     assert_clean_failure(result, 1, f"this model file is damaged: {adapter}")
     assert not (run / "eval.json").exists()
+
+
+def test_a_component_crashing_while_data_is_prepared_is_one_line(finished_run, recipe_file, tmp_path, monkeypatch):
+    import ftx.data.prepare
+
+    def crash(*_a: Any, **_k: Any) -> None:
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(ftx.data.prepare, "prepare_examples", crash)
+    fresh = tmp_path / "fresh"
+    result = cli("run", recipe_file(), "--output", fresh)
+    assert_clean_failure(result, 1, "preparing data failed: TypeError: unhashable type", str(fresh / "error.txt"))
+    assert "TypeError" in (fresh / "error.txt").read_text()
+    run = copy_run(finished_run, tmp_path)  # an --overwrite that fails this early leaves the old run as it was
+    before = snapshot(run)
+    result = cli("run", recipe_file(), "--output", run, "--overwrite")
+    assert_clean_failure(result, 1, "preparing data failed", f".{run.name}.error-")
+    assert snapshot(run) == before

@@ -149,6 +149,10 @@ def run_recipe(
                 raise RunError(os_error_message(exc)) from None
         except KeyboardInterrupt:
             raise signals.interrupted(recipe, run_dir, claimed=False) from None
+        except FtxError:
+            raise
+        except Exception as exc:  # a component's bug while preparing: one line, the traceback kept
+            raise _early_failure(exc, run_dir, signals.phase) from exc
         run = Run(recipe, run_dir, manager, echo_fn=echo, resume_from=resume_from)
         run.data = inputs.data
         signals.run = run
@@ -165,6 +169,24 @@ def run_recipe(
     (run_dir / "error.txt").unlink(missing_ok=True)
     manager.hook.run_end(run, metrics, None)
     return metrics
+
+
+def _early_failure(exc: Exception, run_dir: Path, phase: str) -> RunError:
+    """A failure before the run claimed its folder: the traceback goes to a fresh folder's ``error.txt``, or next
+    to an existing run (which stays as it was) as ``.error-<pid>.txt`` in its parent."""
+    environment = _environment_cause(exc, run_dir if run_dir.exists() else run_dir.parent)
+    fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    target = run_dir / "error.txt" if fresh else run_dir.parent / f".{run_dir.name}.error-{os.getpid()}.txt"
+    written = False
+    with contextlib.suppress(Exception):
+        if fresh:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        written = write_error_file(target, "".join(traceback.format_exception(exc)))
+    where = f"traceback in {target}" if written else "the traceback could not be written"
+    if environment is not None:
+        return RunError(f"{phase} failed: {environment} ({where})")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return RunError(f"{phase} failed: {type(exc).__name__}: {first} ({where})")
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
