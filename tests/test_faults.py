@@ -383,6 +383,10 @@ def _inject(monkeypatch: pytest.MonkeyPatch, phase: str, times: int = 1) -> None
         monkeypatch.setattr(ftx.evaluation.Review, "after", once(ftx.evaluation.Review.after))
     elif phase == "saving":
         monkeypatch.setattr(ftx.runner, "replace_dir", once(ftx.runner.replace_dir))
+    elif phase == "checkpoint":  # as a checkpoint's files are written, before its manifest seals it
+        import ftx.checkpoints
+
+        monkeypatch.setattr(ftx.checkpoints, "write_manifest", once(ftx.checkpoints.write_manifest))
     elif phase == "training":
         real = ftx.runner.Run.log_metrics
 
@@ -413,7 +417,7 @@ def straight_metrics(tmp_path_factory: pytest.TempPathFactory, ftx_home: Path) -
     return json.loads((tmp / "run" / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("phase", ["data", "loading", "before", "training", "after", "saving"])
+@pytest.mark.parametrize("phase", ["data", "loading", "before", "training", "checkpoint", "after", "saving"])
 def test_sigterm_at_each_phase_exits_130_and_resume_finishes_the_same(
     phase, recipe_file, tmp_path, monkeypatch, straight_metrics, no_default_sigterm
 ):
@@ -422,9 +426,9 @@ def test_sigterm_at_each_phase_exits_130_and_resume_finishes_the_same(
     with monkeypatch.context() as patch:
         _inject(patch, phase)
         result = cli("run", recipe, "--output", out)
-    assert_clean_failure(result, 130, "interrupted" if phase != "training" else "stopped")
+    assert_clean_failure(result, 130, "stopped" if phase in ("training", "checkpoint") else "interrupted")
     assert not (out / "metrics.json").exists() and not (out / "error.txt").exists()
-    if phase == "training":
+    if phase in ("training", "checkpoint"):
         assert list((out / "checkpoints").glob("checkpoint-*/ftx-checkpoint.json"))
     again = cli("run", recipe, "--output", out, *(["--resume"] if out.exists() else []))
     assert again.exit_code == 0, again.stderr
