@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -273,10 +274,10 @@ def _jsonl_lines(count: int = 40) -> bytes:
 
 DAMAGED: dict[str, tuple[str, Callable[[Path], None], tuple[str, ...]]] = {
     "binary as jsonl": ("data.jsonl", lambda p: p.write_bytes(bytes(range(256)) * 8),
-                        ("is a binary file, not JSON lines text", "byte offset 0")),
+                        ("is a binary file, not JSON", "NUL byte at byte offset 0")),
     "directory": ("data.jsonl", lambda p: p.mkdir(), ("is a folder, not a data file",)),
     "parquet that is not": ("data.parquet", lambda p: p.write_bytes(_jsonl_lines()),
-                            ("is not a readable Parquet file",)),
+                            ("is not a", "Parquet file")),
     "gz that is not gzip": ("data.jsonl.gz", lambda p: p.write_bytes(_jsonl_lines()),
                             ("is not gzip-compressed",)),
     "truncated gzip": ("data.jsonl.gz", lambda p: p.write_bytes(gzip.compress(_jsonl_lines(2000))[:300]),
@@ -288,6 +289,9 @@ DAMAGED: dict[str, tuple[str, Callable[[Path], None], tuple[str, ...]]] = {
 }
 
 
+SEEN_BY_VALIDATE = ("binary as jsonl", "directory", "parquet that is not", "gz that is not gzip")
+
+
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_damaged_data_is_named_at_preview_validate_and_run(case, recipe_file, tmp_path):
     name, damage, fragments = DAMAGED[case]
@@ -297,8 +301,10 @@ def test_damaged_data_is_named_at_preview_validate_and_run(case, recipe_file, tm
     preview = cli("data", "preview", recipe)
     assert_clean_failure(preview, 2, str(path), *fragments)
     validated = cli("validate", recipe)
-    if case == "directory":  # the only one validation can see without reading the file
+    if case in SEEN_BY_VALIDATE:  # from the file's first bytes; the others need reading it through
         assert_clean_failure(validated, 2, "data.train", *fragments)
+    else:
+        assert validated.exit_code == 0, validated.stderr
     run = cli("run", recipe, "--output", tmp_path / "out")
     assert_clean_failure(run, 2, str(path), *fragments)
     assert not (tmp_path / "out").exists()
@@ -654,3 +660,18 @@ def test_a_component_crashing_while_data_is_prepared_is_one_line(finished_run, r
     result = cli("run", recipe_file(), "--output", run, "--overwrite")
     assert_clean_failure(result, 1, "preparing data failed", f".{run.name}.error-")
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("case", SEEN_BY_VALIDATE)
+def test_the_reader_names_what_validation_sniffs(case, tmp_path):
+    from ftx.data.sources import read_file
+    from ftx.errors import DataError
+
+    name, damage, _ = DAMAGED[case]
+    path = tmp_path / name
+    damage(path)
+    expected = {"binary as jsonl": "is a binary file, not JSON lines text (NUL byte at byte offset 0, line 1)",
+                "directory": "is a folder, not a data file", "parquet that is not": "is not a readable Parquet file",
+                "gz that is not gzip": "is not gzip-compressed"}[case]
+    with pytest.raises(DataError, match=re.escape(f"{path} {expected}")):
+        list(read_file(path))

@@ -179,6 +179,33 @@ def _rows_by_suffix(path: Path, suffix: str) -> Iterator[Row]:
                         ".parquet or .txt (optionally .gz)")
 
 
+TEXT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
+
+
+def sniff(path: Path) -> str | None:
+    """What is visibly wrong with a local data file from its first bytes, or ``None``: cheap enough for
+    ``ftx validate`` (a binary file named as text, a .gz that is not gzip, a .parquet that is not Parquet)."""
+    if path.is_dir():
+        return "is a folder, not a data file; name the files in it (a glob such as '<folder>/*.jsonl' works)"
+    suffix = _data_suffix(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+        if path.suffix.lower() == ".gz":
+            if head and not head.startswith(b"\x1f\x8b"):
+                return "is not gzip-compressed although its name ends in .gz; compress it or drop the .gz"
+            return None  # the compressed text is checked when it is read
+        if suffix == ".parquet":
+            if head and not head.startswith(b"PAR1"):
+                return "is not a Parquet file (no PAR1 magic); give a Parquet file or rename it to its real format"
+            return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if suffix in TEXT_SUFFIXES and b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f"is a binary file, not {suffix[1:].upper()} text (NUL byte at byte offset {head.index(0)})"
+    return None
+
+
 def read_file(path: Path) -> Iterator[Row]:
     """Yield rows of one local file, by its extension; a damaged file is a :class:`DataError` naming it."""
     if path.is_dir():

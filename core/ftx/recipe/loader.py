@@ -189,6 +189,11 @@ def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem
                                       f"(a glob such as '{value.rstrip('/')}/*.jsonl' works)"))
         return str(full)
     if full.exists():
+        from ..data.sources import sniff
+
+        problem = sniff(full)
+        if problem is not None:
+            problems.append(Problem(path, f"{full} {problem}"))
         return str(full)
     if value.lower().endswith(DATA_EXTENSIONS) or value.startswith((".", "/", "~")):
         problems.append(Problem(path, f"file not found: {full}"))
