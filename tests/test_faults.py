@@ -675,3 +675,19 @@ def test_the_reader_names_what_validation_sniffs(case, tmp_path):
                 "gz that is not gzip": "is not gzip-compressed"}[case]
     with pytest.raises(DataError, match=re.escape(f"{path} {expected}")):
         list(read_file(path))
+
+
+def test_loading_a_trained_run_honours_the_remote_code_gate(recipe_file, tmp_path):
+    from ftx.errors import RecipeError
+    from ftx.trained import load_trained
+
+    run = tmp_path / "remote-lora"
+    recipe = recipe_file("remote-lora.toml", method={"use": "lora", "r": 4}, steps=1, **REMOTE)
+    refused = cli("run", recipe, "--output", run)
+    assert_clean_failure(refused, 2, "--trust-remote-code")
+    assert not run.exists()
+    done = cli("run", recipe, "--output", run, "--trust-remote-code")
+    assert done.exit_code == 0, done.stderr
+    with pytest.raises(RecipeError, match="--trust-remote-code"):
+        load_trained(run, device="cpu")  # what export, chat, generate and serve call
+    assert load_trained(run, device="cpu", trust_remote_code=True).model is not None

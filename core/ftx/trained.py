@@ -197,12 +197,13 @@ def _plain_causal_lm(folder: str | Path, device: str) -> Any:
     return model.to(device).eval()
 
 
-def load_trained(source: TrainedSource | Path | str, *, device: str = "auto", echo: Echo | None = None) -> TrainedModel:
+def load_trained(source: TrainedSource | Path | str, *, device: str = "auto", echo: Echo | None = None,
+                 trust_remote_code: bool = False) -> TrainedModel:
     """A trained model and its tokenizer, ready to generate (eval mode, on ``device``; ``auto``: the one device rule).
 
     A full model loads as it is. A run's adapter loads on its base exactly as it trained (a QLoRA base
     in 4 bits again). An adapter folder without its run loads on the base the method that saved it
-    names, unquantised.
+    names, unquantised. A run whose recipe sets ``model.trust_remote_code`` needs ``trust_remote_code`` too.
     """
     from .device import resolve_device
     from .training import quiet_libraries
@@ -221,6 +222,9 @@ def load_trained(source: TrainedSource | Path | str, *, device: str = "auto", ec
         from .models.loading import resolve_model_path
 
         recipe = read_run_recipe(source.run_dir, registry=manager.registry)
+        from .models.loading import check_remote_code
+
+        check_remote_code(recipe.model, trust_remote_code)  # the run's base may be the repository's own code
         run = Run(recipe, source.run_dir, manager, echo_fn=echo)
         run.device = device
         model, name, method = load_saved_model(recipe, source.model_dir, run)
