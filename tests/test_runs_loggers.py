@@ -24,15 +24,15 @@ QUICKSTART = REPO / "recipes" / "quickstart.toml"
 def test_unknown_logger_fails_validation_with_the_installed_list(ftx_home):
     manager = make_plugin_manager()
     with pytest.raises(RecipeError) as err:
-        manager.load_recipe(QUICKSTART, ['loggers=[{use = "wandb"}]'])
-    assert "loggers[0].use: unknown logger 'wandb'." in str(err.value)
-    assert "Installed loggers: mlflow, tensorboard." in str(err.value)
+        manager.load_recipe(QUICKSTART, ['loggers=[{use = "neptune"}]'])
+    assert "loggers[0].use: unknown logger 'neptune'." in str(err.value)
+    assert "Installed loggers: mlflow, tensorboard, wandb." in str(err.value)
     with pytest.raises(RecipeError, match=r"loggers\[0\]\.log_recipes: unknown key; did you mean 'log_recipe'"):
         manager.load_recipe(QUICKSTART, ['loggers=[{use = "tensorboard", log_recipes = false}]'])
 
 
 def test_disabled_logger_plugins_say_what_to_install(ftx_home, monkeypatch):
-    monkeypatch.setenv("FTX_DISABLE_PLUGINS", "mlflow,tensorboard")
+    monkeypatch.setenv("FTX_DISABLE_PLUGINS", "mlflow,tensorboard,wandb")
     manager = make_plugin_manager()
     assert manager.registry.names("logger") == []
     assert manager.load_recipe(QUICKSTART).loggers == []  # a recipe without loggers needs none
@@ -48,7 +48,7 @@ from ftx.runner import run_recipe
 manager = make_plugin_manager()
 recipe = manager.load_recipe(sys.argv[1], sys.argv[3:])
 run_recipe(recipe, manager, output=sys.argv[2], echo=lambda m: None)
-print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'tensorboard', 'tensorboardX', 'optuna'}))
+print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'tensorboard', 'tensorboardX', 'optuna', 'wandb'}))
 """
 
 
@@ -62,7 +62,7 @@ def test_installed_but_unselected_loggers_import_nothing(tmp_path, ftx_home):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "mlruns").exists()
-    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert not (tmp_path / "run" / "tensorboard").exists() and not (tmp_path / "run" / "wandb").exists()
 
 
 class Boom:
