@@ -78,8 +78,14 @@ def _hint_missing_command(name: str) -> None:
     """A first-party command whose plugin is not installed: say which distribution to install (exit 2)."""
     from .registry import known_distributions
 
-    if ("command", name) in known_distributions():
-        raise click.UsageError(_manager().registry.missing_message("command", name))
+    known = known_distributions().get(("command", name))
+    if known is None:
+        return
+    try:
+        message = _manager().registry.missing_message("command", name)  # notes a plugin that failed to load
+    except Exception:  # noqa: BLE001 - a broken environment still gets the install hint
+        message = f"command {name!r} ships in the distribution {known[0]!r}: pip install {known[0]}"
+    raise click.UsageError(message)
 
 
 class _LazyCommand(click.Command):
@@ -399,7 +405,7 @@ def plugins(as_json: bool, show_all: bool) -> None:
                     + " and ".join(conflict["providers"]), fg="red")
 
 
-from .scaffold import KINDS as _SCAFFOLD_KINDS  # noqa: E402 - standard library and ftx_hookspecs only
+from .scaffold import KINDS as _SCAFFOLD_KINDS
 
 _PLUGIN_KINDS = tuple(_SCAFFOLD_KINDS)
 
