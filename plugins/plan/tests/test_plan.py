@@ -65,6 +65,11 @@ def test_a_preference_objective_adds_its_reference_only_when_it_keeps_one(tiny_m
     precomputed = _options("objective", "dpo", precompute_ref_log_probs=True)
     assert "reference" not in adapters.bytes and "reference" not in estimate(shape, inputs, Selection(
         full, objective=("dpo", precomputed))).bytes
+    rewards = [{"use": "exact-match"}]
+    for beta, kept in ((0.0, False), (0.1, True)):
+        rl = _options("objective", "rl", rewards=rewards, beta=beta)
+        assert ("reference" in estimate(shape, inputs, Selection(full, objective=("rl", rl))).bytes) is kept
+        assert "reference" not in estimate(shape, inputs, Selection(lora, objective=("rl", rl))).bytes
 
 
 class TopLayersOptions(Options):

@@ -15,7 +15,7 @@ The heavy code lives in :mod:`ftx_rl.objective`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from ftx_hookspecs import ObjectiveSpec, Options, hookimpl
 from ftx_rewards import RewardUse, check_rewards
@@ -53,6 +53,12 @@ class RLOptions(Options):
         if not self.rewards and not self.reward_model:
             raise ValueError("name at least one reward: rewards = [{use = \"exact-match\"}] or reward_model = \"<run folder>\"")
         return self
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: the reference model with ``beta > 0`` (:mod:`ftx_rl.memory`)."""
+        from .memory import rl_plan
+
+        return rl_plan(self, shape, plan)
 
 
 @hookimpl
