@@ -272,7 +272,7 @@ def test_ftx_run_end(hooked_run):
     assert recorder.calls[-1][0] == "run_end"
 
 
-def test_ftx_run_end_reports_the_error(tmp_path, ftx_home):
+def test_ftx_run_end_reports_the_error(tmp_path, ftx_home, monkeypatch):
     (tmp_path / "qa.jsonl").write_text('{"q": "x"}\n')
     (tmp_path / "r.toml").write_text(
         '[model]\nname = "builtin:tiny-llama"\n[data]\nformat = "test-format"\ntrain = "qa.jsonl"\n'
@@ -283,11 +283,24 @@ def test_ftx_run_end_reports_the_error(tmp_path, ftx_home):
     recipe = manager.load_recipe(tmp_path / "r.toml")
     from ftx.runner import run_recipe
 
-    with pytest.raises(Exception):
+    # a format failing on the data: the run never starts (its folder is not written), so no run hooks
+    with pytest.raises(Exception, match="preparing data failed: KeyError"):
         run_recipe(recipe, manager, output=tmp_path / "run", echo=lambda m: None)
+    assert recorder.named("run_start") == [] and recorder.named("run_end") == []
+
+    # a failure once the run started is reported to run_end
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n' * 4)
+    recipe = manager.load_recipe(tmp_path / "r.toml")
+
+    def broken_apply(self, model, ctx):
+        raise KeyError("broken method")
+
+    monkeypatch.setattr(RecordingMethod, "apply", broken_apply)
+    with pytest.raises(Exception, match="KeyError"):
+        run_recipe(recipe, manager, output=tmp_path / "run2", echo=lambda m: None)
     [end] = recorder.named("run_end")
     assert end["metrics"] is None and isinstance(end["error"], KeyError)
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run2" / "metrics.json").exists()
 
 
 @pytest.mark.slow
