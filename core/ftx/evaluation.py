@@ -217,7 +217,7 @@ class Review:
         from .generation import generate_replies
 
         replies = generate_replies(model, self.run.tokenizer, [e.prompt_messages for e in chats],
-                                   max_new_tokens=SAMPLE_TOKENS)
+                                   max_new_tokens=SAMPLE_TOKENS, tools=[e.meta.get("tools") for e in chats])
         if not self.samples:
             self.samples = [{"prompt": _prompt_text(e), "reference": e.reference} for e in chats]
         for sample, reply in zip(self.samples, replies):

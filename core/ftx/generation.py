@@ -57,10 +57,16 @@ def _cache(model: Any) -> dict[tuple[str, int], str]:
 
 
 def generate_replies(
-    model: Any, tokenizer: Any, prompts: Sequence[Sequence[Message]], *, max_new_tokens: int = 64, batch_size: int = 32
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[Message]], *, max_new_tokens: int = 64, batch_size: int = 32,
+    tools: Sequence[Sequence[Any] | None] | None = None,
 ) -> list[str]:
-    """The model's greedy reply to each conversation, decoded without special tokens (cached per weights)."""
-    texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    """The model's greedy reply to each conversation, decoded without special tokens (cached per weights).
+
+    ``tools``: each prompt's tool list (``meta["tools"]``), placed as in training (:mod:`ftx.data.chat`)."""
+    from .data.chat import render_chat
+
+    tool_lists = list(tools) if tools is not None else [None] * len(prompts)
+    texts = [render_chat(tokenizer, p, t, add_generation_prompt=True) for p, t in zip(prompts, tool_lists)]
     cache = _cache(model)
     missing = list(dict.fromkeys(t for t in texts if (t, max_new_tokens) not in cache))
     if missing:

@@ -35,6 +35,7 @@ from ftx_hookspecs import ChatExample, Example
 
 from ..errors import DataError
 from ..paths import ftx_home
+from . import chat as chat_module
 from . import tokenize as tokenize_module
 from .tokenize import Tokenized, tokenize_all
 
@@ -62,6 +63,8 @@ def examples_digest(examples: Sequence[Example]) -> str:
         # repr of plain str/list/dict values is exact and much faster than JSON; a different key
         # order from a changed converter only costs a rebuild
         fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
+        if example.meta.get("tools"):  # the tool list is rendered into the prompt
+            fields.append(("tools", example.meta["tools"]))
         h.update(repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return h.hexdigest()
@@ -87,7 +90,7 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 def _code_digest() -> str:
-    source = Path(tokenize_module.__file__).read_bytes()
+    source = Path(tokenize_module.__file__).read_bytes() + Path(chat_module.__file__).read_bytes()
     return hashlib.sha256(source + CACHE_FORMAT.encode()).hexdigest()
 
 

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ftx_hookspecs import TRAINED_ROLES, ChatExample, Example, TextExample
+from ftx_hookspecs import TRAINED_ROLES, ChatExample, Example, Message, TextExample
 
 from ..errors import DataError
+from .chat import prepare_chat
 
 IGNORE_INDEX = -100
 
@@ -31,18 +32,30 @@ class Tokenized:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
 
-def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]], train_on: str = "assistant") -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans to train, each ending after its end-of-turn marker."""
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+def assistant_spans(
+    tokenizer: Any, messages: Sequence[Message], train_on: str = "assistant", tools: Sequence[Any] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans to train, each ending after its end-of-turn marker.
+
+    ``tools`` (``meta["tools"]``) go where the template puts them (:mod:`ftx.data.chat`); assistant turns with
+    ``weight: 0`` are not trained; tool calls are assistant turns and train, tool results do not.
+    """
+    messages, tool_list = prepare_chat(tokenizer, messages, tools)
+
+    def render(turns: Sequence[Message], generation_prompt: bool = False) -> str:
+        return str(tokenizer.apply_chat_template(list(turns), tools=tool_list, tokenize=False,
+                                                 add_generation_prompt=generation_prompt))
+
+    text = render(messages)
     if train_on == "all":
         return text, [(0, len(text))]
     spans: list[tuple[int, int]] = []
-    assistant_turns = [i for i, m in enumerate(messages) if m["role"] in TRAINED_ROLES]
+    assistant_turns = [i for i, m in enumerate(messages) if m["role"] in TRAINED_ROLES and m.get("weight", 1) != 0]
     if train_on == "last":
         assistant_turns = assistant_turns[-1:]
     for i in assistant_turns:
-        before = tokenizer.apply_chat_template(list(messages[:i]), tokenize=False, add_generation_prompt=True) if i else ""
-        upto = tokenizer.apply_chat_template(list(messages[: i + 1]), tokenize=False)
+        before = render(messages[:i], True) if i else ""
+        upto = render(messages[: i + 1])
         if not text.startswith(upto) or not upto.startswith(before):
             raise DataError(
                 "the chat template does not render conversations prefix by prefix, so assistant turns "
@@ -61,7 +74,7 @@ def tokenize_chat(tokenizer: Any, example: ChatExample, train_on: str = "assista
     is at generation time (a generation prompt ending in ``"\n\n"`` is one GPT-2 token there,
     not two tokens merged into the answer's first word).
     """
-    text, spans = assistant_spans(tokenizer, example.messages, train_on)
+    text, spans = assistant_spans(tokenizer, example.messages, train_on, example.meta.get("tools"))
     ids: list[int] = []
     labels: list[int] = []
 
@@ -117,7 +130,8 @@ def drop_oldest_turns(tokenizer: Any, example: ChatExample, max_length: int, tra
     head = messages[:1] if messages and messages[0]["role"] == "system" else []
     body = messages[len(head):]
     while True:
-        first_answer = next((i for i, m in enumerate(body) if m["role"] == "assistant"), None)
+        # an exchange ends on an assistant turn that answers (not one that calls a tool and awaits its result)
+        first_answer = next((i for i, m in enumerate(body) if m["role"] == "assistant" and not m.get("tool_calls")), None)
         if first_answer is None or not any(m["role"] == "assistant" for m in body[first_answer + 1 :]):
             return None  # one exchange left: nothing older to drop
         body = body[first_answer + 1 :]

@@ -15,8 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 CHATML = (
+    # tools (apply_chat_template(tools=...)) go at the end of the system message, calls as JSON objects, one per
+    # line, after the assistant's text: the same text as ftx.data.chat's fallback for templates without tools
+    "{% if tools %}{% set tool_list = 'You can call these tools. To call one, answer with a JSON object "
+    "{\"name\": ..., \"arguments\": {...}}.\n' + (tools | tojson) %}"
+    "{% if not messages or messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n' + tool_list + '<|im_end|>\n' }}{% endif %}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% set turn = namespace(text=message['content'] or '') %}"
+    "{% if loop.first and tools and message['role'] == 'system' %}"
+    "{% set turn.text = (turn.text + '\n\n' + tool_list) if turn.text else tool_list %}{% endif %}"
+    "{% if message['tool_calls'] is defined and message['tool_calls'] %}{% for call in message['tool_calls'] %}"
+    "{% set function = call['function'] if call['function'] is defined else call %}"
+    "{% set turn.text = (turn.text + '\n' if turn.text else '') + ({'name': function['name'], "
+    "'arguments': function['arguments']} | tojson) %}{% endfor %}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + turn.text + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )

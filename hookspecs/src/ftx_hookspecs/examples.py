@@ -6,11 +6,15 @@ dataclasses so plugins can build them without importing torch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-Message = dict[str, str]
-"""One chat turn: ``{"role": ..., "content": "..."}``, the role one of :data:`ROLES`."""
+Message = dict[str, Any]
+"""One chat turn: ``{"role": ..., "content": "..."}``, the role one of :data:`ROLES`. Optional keys (OpenAI's):
+``tool_calls`` on an assistant turn (``[{"type": "function", "id": ..., "function": {"name": ...,
+"arguments": {...}}}]``, arguments a dict), ``tool_call_id`` on a ``tool`` turn, ``name``, and ``weight: 0`` on
+an assistant turn that is context, not trained. A conversation's tool list is ``ChatExample.meta["tools"]``."""
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 """The roles of a :data:`Message`: instructions, the person, the model, and a tool's result. The core
@@ -49,8 +53,13 @@ class ChatExample:
 
     @property
     def reference(self) -> str:
-        """The last assistant turn: what a model should answer."""
-        return self.messages[-1]["content"]
+        """The last assistant turn: what a model should answer (its tool calls as JSON objects
+        ``{"name": ..., "arguments": {...}}``, one per line, after any text)."""
+        last = self.messages[-1]
+        calls = [c.get("function", c) for c in last.get("tool_calls") or []]
+        lines = [json.dumps({"name": c.get("name"), "arguments": c.get("arguments", {})}, ensure_ascii=False)
+                 for c in calls]
+        return "\n".join([last["content"], *lines] if last["content"] else lines)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""ftx plugin: basic evaluators (exact-match, loss/perplexity, accuracy, macro F1). Scoring code lives in :mod:`ftx_eval_basic.evaluators`."""
+"""ftx plugin: basic evaluators (exact-match, loss/perplexity, accuracy, macro F1, tool calls). Scoring code lives in
+:mod:`ftx_eval_basic.evaluators` and :mod:`ftx_eval_basic.toolcall`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ class ClassificationOptions(Options):
     batch_size: int = Field(32, gt=0, description="examples scored at once")
 
 
+class ToolCallOptions(Options):
+    """``[[evaluators]] use = "tool-call"``: the greedy reply at each held-out tool call, parsed as calls."""
+
+    max_new_tokens: int = Field(128, gt=0, description="generation budget per call")
+    limit: int | None = Field(None, gt=0, description="score only the first N held-out calls")
+    batch_size: int = Field(32, gt=0, description="prompts generated at once")
+
+
 @hookimpl
 def ftx_register_evaluators(register: Callable[[EvaluatorSpec], None]) -> None:
     register(EvaluatorSpec(
@@ -65,4 +74,10 @@ def ftx_register_evaluators(register: Callable[[EvaluatorSpec], None]) -> None:
         summary="Macro-averaged F1 over the reference labels (classification-style answers).",
         factory="ftx_eval_basic.evaluators:MacroF1",
         options=ClassificationOptions,
+    ))
+    register(EvaluatorSpec(
+        name="tool-call",
+        summary="Share of held-out tool calls made as valid JSON, naming the right function, with the right arguments.",
+        factory="ftx_eval_basic.toolcall:ToolCall",
+        options=ToolCallOptions,
     ))

@@ -15,11 +15,12 @@ class AlpacaOptions(Options):
 
 
 class ConversationOptions(Options):
-    """``[data] format = "sharegpt"`` or ``"messages"``."""
+    """``[data] format = "sharegpt"`` or ``"messages"``: conversations, tool calling included."""
 
     system: str | None = Field(None, description="a system prompt for conversations that have none")
     roles: dict[str, str] = Field(
-        default_factory=dict, description="extra role names mapped onto system/user/assistant, e.g. {bot = 'assistant'}"
+        default_factory=dict, description="extra role names mapped onto system/user/assistant/tool (or function_call: an assistant "
+        "turn holding a call as JSON), e.g. {bot = 'assistant'}"
     )
 
 
@@ -50,10 +51,12 @@ FORMATS = (
     DataFormatSpec("alpaca", "Instruction data: instruction, optional input, output.",
                    "ftx_formats.converters:Alpaca", AlpacaOptions, example_kind="chat",
                    fields=("instruction", "input", "output")),
-    DataFormatSpec("sharegpt", "Conversations: conversations = [{from, value}], human/gpt and other role names.",
+    DataFormatSpec("sharegpt", "Conversations: conversations = [{from, value}], human/gpt and other role names; "
+                   "function_call/observation turns, tools and system columns (LLaMA-Factory).",
                    "ftx_formats.converters:ShareGPT", ConversationOptions, example_kind="chat",
                    fields=("conversations",)),
-    DataFormatSpec("messages", "OpenAI-style conversations: messages = [{role, content}].",
+    DataFormatSpec("messages", "OpenAI chat files: messages = [{role, content}], content parts, weight, name; tools, "
+                   "tool_calls and tool turns.",
                    "ftx_formats.converters:Messages", ConversationOptions, example_kind="chat",
                    fields=("messages",)),
     DataFormatSpec("completion", "Prompt and completion pairs.",
