@@ -84,6 +84,18 @@ def test_both_shapes_give_the_same_example():
     assert openai.messages[3]["tool_call_id"] == "call_1"
 
 
+def test_openai_legacy_functions_and_function_call():
+    example = messages({"functions": [WEATHER["function"]], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny."}]})
+    assert example.meta["tools"] == [WEATHER]
+    assert example.messages[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert example.messages[2] == {"role": "tool", "content": "sunny", "name": "get_weather"}
+
+
 def test_system_then_assistant_is_a_valid_row():
     example = messages({"messages": [{"role": "system", "content": "Say hello."},
                                      {"role": "assistant", "content": "Hello!"}]})
@@ -186,10 +198,11 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_preview_marks_exactly_the_calls_and_answers(tmp_path, write_recipe, tiny_model_path):
-    train = write_rows(tmp_path / "tools.jsonl", [OPENAI_ROW] * 6)
+@pytest.mark.parametrize(("fmt", "row"), [("messages", OPENAI_ROW), ("sharegpt", SHAREGPT_ROW)])
+def test_preview_marks_exactly_the_calls_and_answers(fmt, row, tmp_path, write_recipe, tiny_model_path):
+    train = write_rows(tmp_path / "tools.jsonl", [row] * 6)
     recipe = write_recipe({"model": tiny_model_recipe_table(), "method": {"use": "full"}, "objective": {"use": "sft"},
-                           "data": {"format": "messages", "train": str(train), "eval": 0.2, "max_length": 512}})
+                           "data": {"format": fmt, "train": str(train), "eval": 0.2, "max_length": 512}})
     result = CliRunner().invoke(main, ["data", "preview", str(recipe), "-n", "1"])
     assert result.exit_code == 0, result.output
     samples, _, _ = result.output.partition("--- trained tokens are shown [[...]]")

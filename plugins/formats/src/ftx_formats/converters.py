@@ -233,6 +233,8 @@ class _Conversation:
         if role is None:
             raise RowError("unknown role", f"{where} has role {raw!r}; map it with [data] roles")
         calls = turn.get("tool_calls")
+        if not calls and isinstance(turn.get("function_call"), Mapping):  # OpenAI's older single-call key
+            calls = [turn["function_call"]]
         if self.content_key not in turn and not calls:
             raise RowError("missing field", f"{where} needs {self.role_key!r} and {self.content_key!r}")
         content = turn.get(self.content_key)
@@ -276,7 +278,7 @@ class _Conversation:
             raise RowError("wrong type", f"{self.key!r} must be a list of turns")
         messages = [self.message(i, turn) for i, turn in enumerate(turns)]
         messages = check_turns(with_system(messages, self.row_system(row)))
-        tools = parse_tools(row.get("tools"))
+        tools = parse_tools(row.get("tools") if row.get("tools") not in (None, "") else row.get("functions"))
         return ChatExample(messages, {"tools": tools} if tools else {})
 
 
