@@ -691,3 +691,31 @@ def test_loading_a_trained_run_honours_the_remote_code_gate(recipe_file, tmp_pat
     with pytest.raises(RecipeError, match="--trust-remote-code"):
         load_trained(run, device="cpu")  # what export, chat, generate and serve call
     assert load_trained(run, device="cpu", trust_remote_code=True).model is not None
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 200 KiB tmpfs (needs the right to mount: root in a container); skipped where it cannot be made."""
+    import subprocess
+
+    mount = tmp_path / "tinyfs"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+
+
+def test_a_really_full_disk_is_one_line_and_leaves_no_half_saved_model(recipe_file, tiny_filesystem):
+    out = tiny_filesystem / "run"
+    result = cli("run", recipe_file(), "--output", out)  # the lock fits; the model (about 430 KB) does not
+    assert_clean_failure(result, 1, "the disk is full", "No space left on device", "choose --output on another disk")
+    assert not (out / "metrics.json").exists() and not (out / ".model.tmp").exists() and not (out / "model").exists()
+    assert (out / "recipe.lock.toml").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "recipe.lock.toml").stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a temp file

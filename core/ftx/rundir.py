@@ -23,6 +23,9 @@ _ADVICE = {
     errno.EPERM: "operation not permitted: choose --output in a folder you can write to",
 }
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: the process's umask, for files written through a temporary file
+
 ENV_ERRNOS = frozenset(_ADVICE)
 """Errors the machine causes (full, read-only or forbidden disk), reported in one line without a traceback."""
 
@@ -138,6 +141,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); a run's files read like any other file
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)

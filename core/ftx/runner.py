@@ -205,6 +205,10 @@ def _failure(exc: BaseException, run: Run, manager: FtxPluginManager, signals: R
     interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
     error_file = run.run_dir / "error.txt"
     written = False
+    with contextlib.suppress(Exception):  # a model half-saved is never used, and a full disk needs the room
+        import shutil
+
+        shutil.rmtree(run.run_dir / ".model.tmp", ignore_errors=True)
     if not interrupted:
         try:
             text = "".join(traceback.format_exception(exc))
@@ -336,6 +340,7 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
 
     # 3. the method, objective and evaluators (their heavy code is imported only now)
     method = recipe.method.build()
+    run.method = method
     objective = recipe.objective.build()
     evaluators = list(zip(_unique_names(recipe), [e.build() for e in recipe.evaluators]))
 
