@@ -719,3 +719,14 @@ def test_a_really_full_disk_is_one_line_and_leaves_no_half_saved_model(recipe_fi
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "recipe.lock.toml").stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a temp file
+
+
+def test_a_really_read_only_disk_is_refused_before_any_work(recipe_file, tiny_filesystem):
+    import subprocess
+
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(tiny_filesystem)], capture_output=True, check=False)
+    if remounted.returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    result = cli("run", recipe_file(), "--output", tiny_filesystem / "run")
+    assert_clean_failure(result, 1, f"{tiny_filesystem / 'run'} is on a read-only file system", "choose --output")
+    assert list(tiny_filesystem.iterdir()) == []
