@@ -10,6 +10,7 @@ import random
 import string
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 LETTERS = string.ascii_lowercase
 
@@ -169,7 +170,109 @@ def prompt_rows(
     return rows
 
 
-def write_jsonl(rows: list[dict[str, str]], path: Path) -> Path:
+# -- support-ticket routing: a real-model task (one label word per message) -------------------------
+
+ROUTING_INSTRUCTION = (
+    "Route the customer message to one team: billing, shipping, returns, technical, account or sales. "
+    "Answer with the team name only."
+)
+"""The routing task's instruction (a recipe's ``[data] system`` prompt); the answer is one of :data:`ROUTING_TEAMS`."""
+
+ROUTING_TEAMS: dict[str, tuple[str, ...]] = {
+    "billing": (
+        "I was charged twice for order {order}.",
+        "Invoice {invoice} shows {amount} but the price was lower.",
+        "Why did my monthly fee go up to {amount}?",
+        "Please send a VAT receipt for order {order}.",
+        "My card was declined although there is money on it.",
+        "The discount code was not taken off my bill.",
+        "I paid {amount} by bank transfer on {day} and it still says unpaid.",
+    ),
+    "shipping": (
+        "My parcel {order} has not arrived yet.",
+        "The tracking for {order} has not moved since {day}.",
+        "Can you deliver to my office in {city} instead?",
+        "The courier left the box at the wrong door.",
+        "How long does delivery to {city} take?",
+        "The driver said the address in {city} does not exist.",
+        "Only one of the two boxes of order {order} came.",
+    ),
+    "returns": (
+        "The {product} I received is broken and I want to send it back.",
+        "How do I return the {product}?",
+        "I ordered the wrong size of {product} and need to exchange it.",
+        "The return label for order {order} will not print.",
+        "I sent the {product} back on {day}; when do I get my money?",
+        "Can I still return a {product} bought {weeks} weeks ago?",
+    ),
+    "technical": (
+        "The {product} app crashes when I open it.",
+        "My {product} will not connect to the wifi.",
+        "The update failed and my {product} shows error E{code}.",
+        "The screen of my {product} stays black after charging.",
+        "Bluetooth pairing with the {product} keeps dropping.",
+        "The {product} gets very hot after {minutes} minutes.",
+    ),
+    "account": (
+        "I forgot my password and the reset email never comes.",
+        "Please change the email on my profile to {email}.",
+        "How do I delete my account and my data?",
+        "I cannot log in since {day}.",
+        "Someone else logged into my profile from {city}.",
+        "Please merge my two logins into one.",
+    ),
+    "sales": (
+        "Do you give a discount for {count} {product}s for our school?",
+        "Will the {product} be back in stock soon?",
+        "Can I get a price quote for {count} units of the {product}?",
+        "What is the difference between the {product} and the {product} Pro?",
+        "Do you sell the {product} in other colours?",
+        "Is there a bulk price for companies in {city}?",
+    ),
+}
+"""Message templates per team (the label)."""
+
+_ROUTING_FILL = {
+    "product": ("kettle", "headset", "smart watch", "router", "camera", "blender", "tablet", "speaker", "lamp", "printer"),
+    "city": ("Lyon", "Leeds", "Porto", "Graz", "Turin", "Malmo", "Ghent", "Cork", "Bonn", "Split"),
+    "day": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "the weekend", "the 3rd", "the 14th"),
+}
+_ROUTING_OPENERS = ("", "", "Hello, ", "Hi team, ", "Good morning. ", "Hey, ", "Dear support, ")
+_ROUTING_CLOSERS = ("", "", " Thanks.", " Please help.", " Thank you in advance.", " Regards, {name}.", " This is urgent.")
+_NAMES = ("Ana", "Tom", "Priya", "Lars", "Mei", "Omar", "Sofia", "Jan", "Zoe", "Ravi")
+
+
+def routing_rows(n: int, seed: int = 0) -> list[dict[str, list[dict[str, str]]]]:
+    """Chat rows (``messages`` format): a generated customer message and the one-word team it goes to (six
+    teams, balanced). The instruction, :data:`ROUTING_INSTRUCTION`, is left to the recipe's system prompt, so a
+    few-shot prompt repeats only the solved messages, not the instruction."""
+    rng = random.Random(f"routing-{seed}")
+    teams = list(ROUTING_TEAMS)
+    rows, seen = [], set()
+    while len(rows) < n:
+        team = teams[len(rows) % len(teams)]
+        fill = {key: rng.choice(values) for key, values in _ROUTING_FILL.items()}
+        name = rng.choice(_NAMES)
+        fill.update(
+            order=f"#{rng.randint(10000, 99999)}", invoice=f"INV-{rng.randint(1000, 9999)}",
+            amount=f"{rng.randint(5, 400)}.{rng.randint(0, 99):02d} EUR", weeks=str(rng.randint(2, 9)),
+            code=str(rng.randint(10, 99)), minutes=str(rng.randint(5, 40)), count=str(rng.randint(5, 60)),
+            email=f"{name.lower()}{rng.randint(1, 99)}@example.com", name=name,
+        )
+        body = rng.choice(ROUTING_TEAMS[team]).format(**fill)
+        opener = rng.choice(_ROUTING_OPENERS)
+        if opener.endswith(", ") and not body.startswith("I "):
+            body = body[0].lower() + body[1:]
+        message = opener + body + rng.choice(_ROUTING_CLOSERS).format(**fill)
+        if message in seen:  # every message once, so no held-out row is also a training row
+            continue
+        seen.add(message)
+        rows.append({"messages": [{"role": "user", "content": message}, {"role": "assistant", "content": team}]})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
     """Write rows as JSON lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
@@ -190,6 +293,7 @@ def main() -> None:  # pragma: no cover - used to regenerate recipes/data
     write_jsonl(reverse_rows(2000, seed=0), root / "reverse.jsonl")
     write_preference_data(root)
     write_jsonl(classification_rows(2000, seed=0), root / "classify.jsonl")
+    write_jsonl(routing_rows(400, seed=0), root / "routing.jsonl")
     print(f"wrote {root}")
 
 

@@ -108,7 +108,38 @@ def apply_chat_template_choice(tokenizer: Any, value: str | None) -> Any:
     return tokenizer
 
 
+_PROBE = "ftx-end-of-turn-probe"
+
+
+def template_end_of_turn(tokenizer: Any) -> int | None:
+    """The id of the special token the tokenizer's chat template writes right after an assistant message.
+
+    Read from the template itself (a one-exchange conversation is rendered and the first special token
+    after the assistant's text taken), so a model's own template, not only a built-in, says where turns end.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this has no end of turn to report
+        return None
+    if _PROBE not in text:
+        return None
+    after = text[text.rindex(_PROBE) + len(_PROBE):]
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    for token in tokenizer(after, add_special_tokens=False)["input_ids"][:2]:  # at most after a separator
+        if token in special:
+            return int(token)
+    return None
+
+
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """Ids of every built-in end-of-turn token present in ``tokenizer`` (generation stops at them)."""
+    """Ids generation stops at besides EOS: the chat template's own end-of-turn token and every built-in
+    template's end-of-turn token present in ``tokenizer``."""
     vocab = tokenizer.get_vocab()
-    return sorted({vocab[t] for t in END_OF_TURN.values() if t in vocab})
+    ids = {vocab[t] for t in END_OF_TURN.values() if t in vocab}
+    own = template_end_of_turn(tokenizer)
+    if own is not None:
+        ids.add(own)
+    return sorted(ids)

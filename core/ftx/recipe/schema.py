@@ -16,7 +16,9 @@ class Section(BaseModel):
 class ModelSection(Section):
     """``[model]``: which pre-trained model to start from."""
 
-    name: str = Field(description="hub id, local folder, or a built-in such as 'builtin:tiny-llama'")
+    name: str = Field(
+        description="hub id, local folder, GGUF file ('model.Q4_1.gguf'), or a built-in such as 'builtin:tiny-llama'"
+    )
 
     @field_validator("name")
     @classmethod
