@@ -730,3 +730,23 @@ def test_a_really_read_only_disk_is_refused_before_any_work(recipe_file, tiny_fi
     result = cli("run", recipe_file(), "--output", tiny_filesystem / "run")
     assert_clean_failure(result, 1, f"{tiny_filesystem / 'run'} is on a read-only file system", "choose --output")
     assert list(tiny_filesystem.iterdir()) == []
+
+
+def test_a_failing_pipeline_overwrite_leaves_the_previous_run_intact(recipe_file, tmp_path):
+    import tomli_w
+
+    previous = tmp_path / "pipeline-run"
+    (previous / "sft").mkdir(parents=True)
+    (previous / "recipe.lock.toml").write_text(tomli_w.dumps({"pipeline": {"stages": ["sft", "second"]}}))
+    (previous / "metrics.json").write_text('{"status": "complete"}')
+    (previous / "sft" / "notes.txt").write_text("results of last week")
+    before = snapshot(previous)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "no output"}\n' * 12)
+    recipe = recipe_file("pipeline.toml")
+    text = recipe.read_text() + (f'\n[[stages]]\nname = "sft"\n\n[[stages]]\nname = "second"\n'
+                                 f'model = {{name = "stage:sft"}}\ndata = {{train = "{bad}"}}\n')
+    recipe.write_text(text)
+    result = cli("run", recipe, "--output", previous, "--overwrite")
+    assert_clean_failure(result, 2, "no usable rows")
+    assert snapshot(previous) == before

@@ -81,7 +81,15 @@ def run_pipeline(
     from .rundir import prepare_run_dir, write_json, write_text_atomic
     from .runner import run_recipe
 
-    run_dir = prepare_run_dir(Path(output) if output else pipeline.output_dir, overwrite=overwrite, resume=resume)
+    target = Path(output) if output else pipeline.output_dir
+    if overwrite:  # the old run goes only once every stage's data is known to be usable
+        from .data.prepare import prepare_examples
+        from .rundir import check_run_dir
+
+        check_run_dir(target, overwrite=True)
+        for stage in pipeline.stages:
+            prepare_examples(stage.recipe.data, stage.recipe.data_format.build(), stage.recipe.train.seed)
+    run_dir = prepare_run_dir(target, overwrite=overwrite, resume=resume)
     resolved = build_pipeline(pipeline.raw, pipeline.registry or manager.registry, path=pipeline.path, run_dir=run_dir)
     write_text_atomic(run_dir / "recipe.lock.toml", dumps({
         "pipeline": {"recipe_file": str(pipeline.path) if pipeline.path else None,
