@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from ftx_hookspecs import ChatExample, RowError
-
 from ftx.cli import main
 from ftx.data.chat import TOOLS_HEADER, render_chat
 from ftx.data.tokenize import IGNORE_INDEX, tokenize_chat
@@ -19,6 +17,8 @@ from ftx.models.templates import ZEPHYR
 from ftx.testing import tiny_model_recipe_table, tiny_recipe
 from ftx_formats import ConversationOptions
 from ftx_formats.converters import Messages, ShareGPT
+from ftx_hookspecs import ChatExample, RowError
+
 from tests.test_data_formats import prepare
 
 WEATHER = {"type": "function", "function": {
@@ -179,6 +179,28 @@ def test_a_template_without_tools_gets_the_fallback(tiny_tokenizer):
     assert trained_pieces(tokenizer, tok) == [CALL_TEXT + "<|im_end|>", "Sunny and 21 C.<|im_end|>"]
 
 
+NATIVE = (  # a template of its own that renders tools and calls (Hermes/Qwen style)
+    "{% if tools %}{{ '<|im_start|>system\n<tools>' + (tools | tojson) + '</tools><|im_end|>\n' }}{% endif %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + (m['content'] or '') }}"
+    "{% for c in m['tool_calls'] or [] %}{{ '<tool_call>' + (c['function'] | tojson) + '</tool_call>' }}{% endfor %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_a_template_with_tools_gets_them_itself(tiny_tokenizer):
+    tokenizer = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tokenizer.chat_template = NATIVE
+    example = messages(OPENAI_ROW)
+    example.messages = example.messages[1:]  # no system turn: the template writes its own
+    text = render_chat(tokenizer, example.messages, example.meta["tools"])
+    assert text.startswith("<|im_start|>system\n<tools>" + json.dumps([WEATHER]) + "</tools>")
+    assert TOOLS_HEADER not in text  # no fallback
+    pieces = trained_pieces(tokenizer, tokenize_chat(tokenizer, example))
+    assert pieces == ['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call><|im_end|>',
+                      "Sunny and 21 C.<|im_end|>"]
+
+
 def test_weight_zero_and_system_then_assistant_masks(tiny_tokenizer):
     weighted = messages({"messages": [
         {"role": "user", "content": "one"}, {"role": "assistant", "content": "first", "weight": 0},
@@ -206,7 +228,7 @@ def test_preview_marks_exactly_the_calls_and_answers(fmt, row, tmp_path, write_r
     result = CliRunner().invoke(main, ["data", "preview", str(recipe), "-n", "1"])
     assert result.exit_code == 0, result.output
     samples, _, _ = result.output.partition("--- trained tokens are shown [[...]]")
-    assert re.findall(r"\[\[(.*?)\]\]", samples, flags=re.S) == [CALL_TEXT + "<|im_end|>", "Sunny and 21 C.<|im_end|>"]
+    assert re.findall(r"\[\[(.*?)\]\]", samples, flags=re.DOTALL) == [CALL_TEXT + "<|im_end|>", "Sunny and 21 C.<|im_end|>"]
     assert '"name": "get_weather", "description": "Weather of a city"' in samples  # the tool list, untrained
     assert "dropped: none" in result.output
 

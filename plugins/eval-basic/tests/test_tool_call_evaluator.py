@@ -6,10 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 from ftx.api import EvaluationSkipped
-from ftx_hookspecs import ChatExample
-
 from ftx_eval_basic import ToolCallOptions
 from ftx_eval_basic import toolcall as tc
+from ftx_hookspecs import ChatExample
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
 
