@@ -750,3 +750,15 @@ def test_a_failing_pipeline_overwrite_leaves_the_previous_run_intact(recipe_file
     result = cli("run", recipe, "--output", previous, "--overwrite")
     assert_clean_failure(result, 2, "no usable rows")
     assert snapshot(previous) == before
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.csv", "data.json"])
+def test_a_utf8_bom_from_a_windows_editor_is_not_a_bad_row(name, tmp_path):
+    from ftx.data.sources import read_file
+
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
+    text = {"data.jsonl": "\r\n".join(json.dumps(r) for r in rows) + "\r\n",
+            "data.csv": "instruction,output\r\na,b\r\nc,d\r\n", "data.json": json.dumps(rows)}[name]
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert [r.data for r in read_file(path)] == rows

@@ -49,7 +49,7 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline=None)
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline=None)  # a leading BOM is dropped
 
 
 def _data_suffix(path: Path) -> str:
@@ -88,6 +88,9 @@ def _jsonl_rows(path: Path, source: str) -> Iterator[Row]:
     with _open_binary(path) as handle:
         for lineno, raw in enumerate(handle, 1):
             start, offset = offset, offset + len(raw)
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # saved "UTF-8 with BOM" (Windows editors)
+                raw = raw[len(codecs.BOM_UTF8):]
+                start += len(codecs.BOM_UTF8)
             nul = raw.find(0)
             if nul >= 0:
                 raise DataError(f"{path} is a binary file, not JSON lines text (NUL byte at byte offset "
