@@ -762,3 +762,10 @@ def test_a_utf8_bom_from_a_windows_editor_is_not_a_bad_row(name, tmp_path):
     path = tmp_path / name
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert [r.data for r in read_file(path)] == rows
+
+
+def test_a_recipe_saved_with_a_bom_validates(recipe_file):
+    recipe = recipe_file()
+    recipe.write_bytes(b"\xef\xbb\xbf" + recipe.read_bytes())
+    result = cli("validate", recipe)
+    assert result.exit_code == 0, result.stderr

@@ -19,7 +19,7 @@ TOMLDecodeError = tomllib.TOMLDecodeError
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a :class:`RecipeError` naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM (Windows editors) is dropped
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
     except IsADirectoryError:
