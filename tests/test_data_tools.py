@@ -100,6 +100,9 @@ def test_system_then_assistant_is_a_valid_row():
     example = messages({"messages": [{"role": "system", "content": "Say hello."},
                                      {"role": "assistant", "content": "Hello!"}]})
     assert [m["role"] for m in example.messages] == ["system", "assistant"]
+    example = messages({"messages": [{"role": "developer", "content": "Say hello."},  # OpenAI's newer name
+                                     {"role": "assistant", "content": "Hello!"}]})
+    assert example.messages[0] == {"role": "system", "content": "Say hello."}
 
 
 def test_content_parts_name_and_weight():

@@ -26,6 +26,7 @@ from . import (
 
 ROLE_NAMES = {
     "system": "system",
+    "developer": "system",
     "user": "user",
     "human": "user",
     "prompter": "user",
