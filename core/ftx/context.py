@@ -36,6 +36,8 @@ class Run:
     """Optimizer steps skipped for NaN/inf gradients."""
     last_checkpoint: Path | None = None
     """The newest complete checkpoint this run wrote (its manifest is on disk), else ``None``."""
+    method: Any = None
+    """The run's built method: ``fit`` asks its optional ``optimizer_param_groups`` (e.g. LoRA+)."""
 
     @property
     def recipe(self) -> Mapping[str, Any]:

@@ -82,6 +82,8 @@ def attach_guards(trainer: Any, ctx: RunContext) -> Any:
     create = trainer.create_optimizer
 
     def create_optimizer(*args: Any, **kwargs: Any) -> Any:
+        if getattr(trainer, "optimizer", None) is None:
+            trainer.optimizer = method_optimizer(trainer, getattr(ctx, "method", None))
         return guard(create(*args, **kwargs))
 
     trainer.create_optimizer = create_optimizer
@@ -93,6 +95,27 @@ def attach_guards(trainer: Any, ctx: RunContext) -> Any:
     callbacks.insert(flow + 1, _guard_callback(ctx, watch_divergence=not hasattr(trainer, "reward_funcs")))
     trainer._ftx_guards_attached = True
     return trainer
+
+
+def method_optimizer(trainer: Any, method: Any) -> Any:
+    """The optimizer built from the method's own parameter groups (``Method.optimizer_param_groups``, hookspecs 1.2:
+    e.g. LoRA+'s faster B matrices), with the class and settings ``[train] optimizer`` chose; ``None`` when the
+    method has no groups, so the Trainer builds its usual one."""
+    groups_of = getattr(method, "optimizer_param_groups", None)
+    if groups_of is None:
+        return None
+    args = trainer.args
+    groups = groups_of(trainer.model, args.learning_rate, args.weight_decay)
+    if not groups:
+        return None
+    if trainer.optimizer_cls_and_kwargs is not None:
+        cls, kwargs = trainer.optimizer_cls_and_kwargs
+    else:
+        cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, trainer.model)
+    if {"params", "model", "optimizer_dict"} & set(kwargs) or not isinstance(cls, type):
+        raise RunError(f"train.optimizer {args.optim!r} builds its own parameter groups, which cannot be combined "
+                       "with the method's (e.g. LoRA+'s loraplus_lr_ratio); drop one of the two")
+    return cls(groups, **kwargs)
 
 
 def with_ftx_guards(base: type) -> type:

@@ -101,11 +101,24 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         **precision,
     }
     kwargs.update(_distributed_arguments(ctx))
+    kwargs.update(_optimizer_options(train))
     if config_class is not None:
         kwargs.setdefault("bf16", False)
         kwargs.setdefault("fp16", False)
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+def _optimizer_options(train: TrainSection) -> dict[str, Any]:
+    """``optim_target_modules`` (GaLore, APOLLO; default all linear layers) and ``optim_args`` from ``[train]``."""
+    from .recipe.schema import PROJECTED_OPTIMIZERS
+
+    out: dict[str, Any] = {}
+    if any(train.optimizer.startswith(prefix) for prefix in PROJECTED_OPTIMIZERS):
+        out["optim_target_modules"] = train.optimizer_target_modules or "all-linear"
+    if train.optimizer_args:
+        out["optim_args"] = ",".join(f"{k}={v}" for k, v in train.optimizer_args.items())
+    return out
 
 
 def _distributed_arguments(ctx: RunContext) -> dict[str, Any]:

@@ -79,6 +79,10 @@ class DataSection(Section):
         return self
 
 
+PROJECTED_OPTIMIZERS = {"galore_": ("galore_torch", "galore-torch"), "apollo_": ("apollo_torch", "apollo-torch")}
+"""transformers optimizers that project gradients of ``optimizer_target_modules``: name prefix -> (module, package)."""
+
+
 class TrainSection(Section):
     """``[train]``: the optimisation loop shared by every objective."""
 
@@ -93,7 +97,16 @@ class TrainSection(Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables it")
     optimizer: str = Field(
-        "auto", description="a transformers optimizer name; 'auto': fused AdamW on CUDA and CPU, adamw_torch elsewhere"
+        "auto", description="a transformers optimizer name; 'auto': fused AdamW on CUDA and CPU, adamw_torch elsewhere; "
+        "'galore_adamw' (GaLore: full training with low-rank optimizer states; needs galore-torch)"
+    )
+    optimizer_target_modules: list[str] | str | None = Field(
+        None, description="GaLore/APOLLO optimizers: the linear layers projected ('all-linear', a list of names such as "
+        "['attn', 'mlp'], or a regular expression); default 'all-linear' for them"
+    )
+    optimizer_args: dict[str, float | int | str] = Field(
+        default_factory=dict, description="extra optimizer settings (transformers' optim_args), e.g. GaLore's "
+        "{rank = 128, update_proj_gap = 200, scale = 0.25}"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     log_every: int = Field(10, gt=0, description="steps between logged metrics")
@@ -110,6 +123,22 @@ class TrainSection(Section):
     divergence_factor: float = Field(
         10.0, ge=0, description="stop as diverged when the loss exceeds this multiple of the first logged loss; 0 disables"
     )
+
+    @model_validator(mode="after")
+    def _optimizer_package(self) -> TrainSection:
+        import importlib.util
+
+        needs = next((pkg for prefix, pkg in PROJECTED_OPTIMIZERS.items() if self.optimizer.startswith(prefix)), None)
+        if needs is None:
+            if self.optimizer_target_modules is not None:
+                raise ValueError("optimizer_target_modules applies to GaLore/APOLLO optimizers only "
+                                 f"(optimizer = 'galore_adamw', ...), not {self.optimizer!r}")
+            return self
+        module, distribution = needs
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"optimizer {self.optimizer!r} needs the {distribution} package, which is not installed: "
+                             f"pip install {distribution}")
+        return self
 
 
 class OutputSection(Section):

@@ -120,6 +120,13 @@ class Method(Protocol):
         for built-in models), or ``None`` when ``path`` is not a folder this method saved.
         """
 
+    def optimizer_param_groups(self, model: Any, lr: float, weight_decay: float) -> list[dict[str, Any]] | None:
+        """Optional (1.2): the optimizer's parameter groups for ``model`` (from ``apply``), or ``None`` for the usual ones.
+
+        Each group is a dict with ``params`` and any of ``lr`` / ``weight_decay`` (e.g. LoRA+ gives the B
+        matrices ``lr x ratio``); ``ctx.fit`` builds the ``[train] optimizer`` class on them.
+        """
+
 
 @runtime_checkable
 class Objective(Protocol):

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ftx_hookspecs import MethodSpec, Options, hookimpl
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+
+INITS = ("default", "gaussian", "pissa", "olora", "orthogonal")
+"""``init`` values besides ``pissa_niter_<n>``; ``pissa*`` and ``olora`` also change the base weights."""
 
 
 class LoraOptions(Options):
@@ -37,6 +40,19 @@ class LoraOptions(Options):
         description="modules trained fully and saved with the adapter, e.g. ['lm_head'] or ['score']",
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")
+    init: str = Field(
+        "default",
+        description=(
+            "how the adapters start (peft's init_lora_weights): 'default' (B = 0: no change at step 0), 'gaussian', "
+            "'pissa' (A, B from the top singular vectors of each weight; the base keeps the residual: faster "
+            "convergence), 'pissa_niter_<n>' (PiSSA by a fast n-iteration SVD, for large weights), 'olora' "
+            "(QR-based orthonormal start), 'orthogonal'"
+        ),
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn at train.lr x this ratio (the paper suggests 16); "
+        "default: one learning rate for all"
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -54,6 +70,13 @@ class LoraOptions(Options):
         except re.error as exc:
             raise ValueError(f"is neither 'auto', 'all-linear' nor a valid regular expression ({exc})") from None
         return value
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, value: str) -> str:
+        if value in INITS or re.fullmatch(r"pissa_niter_[0-9]+", value):
+            return value
+        raise ValueError(f"unknown init {value!r}; use one of {', '.join(INITS)} or 'pissa_niter_<n>' (e.g. pissa_niter_4)")
 
     @field_validator("modules_to_save")
     @classmethod
@@ -92,11 +115,34 @@ class QLoraOptions(LoraOptions):
         True, description="recompute activations in the backward pass: much less memory, ~30% slower"
     )
 
+    @model_validator(mode="after")
+    def _quantized_init(self) -> QLoraOptions:
+        if self.init.startswith("pissa") or self.init == "olora":
+            raise ValueError(f"init: {self.init!r} rewrites the base weights, which a quantised base cannot hold "
+                             "exactly; use method 'lora', or init 'default' / 'gaussian' / 'orthogonal'")
+        return self
+
     def memory_plan(self, shape: Any, plan: Any) -> Any:
         """For ``ftx plan``: a 4-bit base under the adapters (:mod:`ftx_lora.memory`)."""
         from .memory import qlora_plan
 
         return qlora_plan(self, shape, plan)
+
+
+class Int8Options(QLoraOptions):
+    """``[method] use = "int8"``: LoRA on a base whose linear layers bitsandbytes stores in 8 bits (LLM.int8)."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="unused by int8 (a 4-bit setting of qlora)")
+    double_quant: bool = Field(True, description="unused by int8 (a 4-bit setting of qlora)")
+    threshold: float = Field(
+        6.0, ge=0, description="LLM.int8 outlier threshold: input features above it are multiplied in 16 bits"
+    )
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: the base at one byte per weight under the adapters (:mod:`ftx_lora.memory`)."""
+        from .memory import int8_plan
+
+        return int8_plan(self, shape, plan)
 
 
 @hookimpl
@@ -118,4 +164,10 @@ def ftx_register_methods(register: Callable[[MethodSpec], None]) -> None:
         summary="QLoRA: LoRA on a 4-bit (NF4/FP4) bitsandbytes base, with gradient checkpointing.",
         factory="ftx_lora.method:QLoraMethod",
         options=QLoraOptions,
+    ))
+    register(MethodSpec(
+        name="int8",
+        summary="LoRA on an 8-bit (LLM.int8) bitsandbytes base: half the weight memory of bf16, closer to it than 4 bits.",
+        factory="ftx_lora.method:Int8Method",
+        options=Int8Options,
     ))

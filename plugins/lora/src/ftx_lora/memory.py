@@ -83,3 +83,13 @@ def qlora_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
     weights = int(shape.linear_params() * (0.5 + constants)) + shape.other_params() * 4 + added * ADAPTER_BYTES
     details = (*plan.details, "4-bit base") + (("gradient checkpointing",) if options.gradient_checkpointing else ())
     return replace(plan, weight_bytes=weights, details=details)
+
+
+def int8_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
+    """LoRA on an 8-bit base: linear weights at one byte (their per-row scales are negligible), the rest upcast
+    to float32 (``prepare_model_for_kbit_training``)."""
+    plan = qlora_plan(options, shape, plan)
+    added = plan.trainable_params
+    weights = shape.linear_params() + shape.other_params() * 4 + added * ADAPTER_BYTES
+    details = tuple("8-bit base" if d == "4-bit base" else d for d in plan.details)
+    return replace(plan, weight_bytes=int(weights), details=details)

@@ -10,7 +10,7 @@ from typing import Any
 from ftx.errors import RecipeError, RunError
 from ftx_hookspecs import RunContext
 
-from . import LoraOptions, QLoraOptions
+from . import Int8Options, LoraOptions, QLoraOptions
 from .targets import check_modules_to_save, resolve_targets, task_type
 
 
@@ -31,6 +31,8 @@ class LoraMethod:
         if opts.modules_to_save:
             check_modules_to_save(opts.modules_to_save, model)
         return LoraConfig(
+            init_lora_weights=True if opts.init == "default" else opts.init,
+            trainable_token_indices=new_token_rows(model, opts.modules_to_save),
             r=opts.r,
             lora_alpha=opts.scale_alpha,
             lora_dropout=opts.dropout,
@@ -49,7 +51,23 @@ class LoraMethod:
         if ctx.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+        remember_initial_adapter(peft_model)
+        return peft_model
+
+    def optimizer_param_groups(self, model: Any, lr: float, weight_decay: float) -> list[dict[str, Any]] | None:
+        """LoRA+ (``loraplus_lr_ratio``): the B matrices (and 1-D adapter weights) at ``lr x ratio``, the rest at
+        ``lr``, as peft's ``create_loraplus_optimizer`` splits them; ``None`` (one learning rate) without it."""
+        ratio = self.options.loraplus_lr_ratio
+        if ratio is None:
+            return None
+        groups: dict[tuple[bool, bool], list[Any]] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                fast = "lora_B" in name or ("lora_" in name and param.ndim == 1)
+                groups.setdefault((fast, param.ndim > 1), []).append(param)
+        return [{"params": params, "lr": lr * ratio if fast else lr, "weight_decay": weight_decay if decay else 0.0}
+                for (fast, decay), params in sorted(groups.items())]
 
     def compute_dtype(self, ctx: RunContext) -> Any:
         """The dtype a merged export is written in: the base's own floating dtype."""
@@ -131,7 +149,11 @@ def save_adapter(model: Any, path: Path, ctx: RunContext) -> None:
         base = config.base_model_name_or_path
         if base and Path(base).exists():
             config.base_model_name_or_path = str(Path(base).resolve())
-    model.save_pretrained(path)
+    initial = getattr(model, "_ftx_initial_adapter", None)
+    if initial is None:
+        model.save_pretrained(path, **embedding_kwargs(model))
+    else:
+        save_converted(model, path, initial)
     section = ctx.recipe.get("model", {})
     info = {
         "model": section.get("name"),
@@ -139,22 +161,24 @@ def save_adapter(model: Any, path: Path, ctx: RunContext) -> None:
         "pretrain_steps": section.get("pretrain_steps", 0),
         "base_model_name_or_path": next(iter(model.peft_config.values())).base_model_name_or_path,
         "architecture": type(model.get_base_model()).__name__,
-        "quantized_base": bool(getattr(model.get_base_model(), "is_loaded_in_4bit", False)),
+        "quantized_base": bool(getattr(model.get_base_model(), "is_loaded_in_4bit", False)
+                               or getattr(model.get_base_model(), "is_loaded_in_8bit", False)),
+        "quantized_bits": 8 if getattr(model.get_base_model(), "is_loaded_in_8bit", False) else 4,
     }
     (Path(path) / "ftx_base.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def require_bitsandbytes() -> Any:
+def require_bitsandbytes(method: str = "qlora") -> Any:
     """Import bitsandbytes, or fail before the model loads with what to install."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise RunError(
-            "method 'qlora' needs bitsandbytes, which is not installed: pip install bitsandbytes "
+            f"method {method!r} needs bitsandbytes, which is not installed: pip install bitsandbytes "
             "(or pip install 'ftx-lora[qlora]'); or use method 'lora' without quantisation"
         )
     try:
         import bitsandbytes
     except Exception as exc:  # noqa: BLE001 - a broken install must say what broke
-        raise RunError(f"method 'qlora': bitsandbytes is installed but does not import ({exc}); "
+        raise RunError(f"method {method!r}: bitsandbytes is installed but does not import ({exc}); "
                        "reinstall it with pip install -U bitsandbytes") from exc
     return bitsandbytes
 
@@ -204,7 +228,8 @@ class QLoraMethod(LoraMethod):
 
     def saved_this(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
         """A LoRA adapter ftx saved from a 4-bit base."""
-        return config.get("peft_type", "LORA") == "LORA" and bool(info.get("quantized_base"))
+        return (config.get("peft_type", "LORA") == "LORA" and bool(info.get("quantized_base"))
+                and info.get("quantized_bits", 4) == 4)
 
     def load_trained(self, model: Any, path: Path, ctx: RunContext | None) -> Any:
         """The adapter on its 4-bit base, with the weight layout training used (see :meth:`apply`)."""
@@ -242,3 +267,134 @@ def keep_training_layout(model: Any) -> None:
     for module in model.modules():
         if type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes"):
             module.support_avx512bf16_for_cpu = False
+
+
+def new_token_rows(model: Any, modules_to_save: list[str]) -> dict[str, list[int]] | None:
+    """The embedding rows the run's tokenizer added (chat-template tokens, after ``resize_token_embeddings``), for
+    peft's ``trainable_token_indices``: only those rows train and are saved, not the whole embedding and output
+    matrices. ``None`` when the vocabulary was not grown, or the embeddings train whole (``modules_to_save``)."""
+    embeddings, output = model.get_input_embeddings(), model.get_output_embeddings()
+    if embeddings is None:
+        return None
+    base_rows = saved_vocab_size(model)
+    rows = embeddings.weight.shape[0]
+    if base_rows is None or rows <= base_rows:
+        return None
+    names = {id(module): name for name, module in model.named_modules()}
+    layers = [embeddings]
+    if output is not None and output.weight is not embeddings.weight:
+        layers.append(output)  # untied: the new output rows would otherwise stay at their random start, unsaved
+    if any(names.get(id(layer), "").split(".")[-1] in modules_to_save for layer in layers):
+        return None
+    ids = list(range(base_rows, rows))
+    return {names[id(layer)]: ids for layer in layers if id(layer) in names} or None
+
+
+def saved_vocab_size(model: Any) -> int | None:
+    """The vocabulary size in the base's own ``config.json`` (before ftx grew it); ``None`` when it cannot be read."""
+    source = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None)
+    if not source:
+        return None
+    try:
+        return int(type(model.config).from_pretrained(source).vocab_size)
+    except Exception:  # noqa: BLE001 - an unreadable config only means the rows are not found
+        return None
+
+
+def embedding_kwargs(model: Any) -> dict[str, Any]:
+    """``save_pretrained`` arguments: with the new rows trained as tokens, peft must not also save the whole
+    resized embedding and output matrices (its ``auto`` does, seeing a vocabulary larger than the base's)."""
+    if any(getattr(c, "trainable_token_indices", None) for c in model.peft_config.values()):
+        return {"save_embedding_layers": False}
+    return {}
+
+
+INIT_FOLDER = "ftx_initial_adapter"
+"""Where the initial adapter waits while peft converts (peft names an adapter after the folder: no dots)."""
+
+
+def remember_initial_adapter(model: Any) -> None:
+    """For PiSSA and OLoRA, which move part of each base weight into the adapter: keep the adapter as it starts,
+    so :func:`save_converted` can write an adapter for the *original* base."""
+    config = next(iter(model.peft_config.values()))
+    init = config.init_lora_weights
+    if isinstance(init, str) and (init.startswith("pissa") or init == "olora"):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model)
+        model._ftx_initial_adapter = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def save_converted(model: Any, path: Path, initial: dict[str, Any]) -> None:
+    """Save a PiSSA/OLoRA adapter converted by peft into a plain LoRA adapter (rank 2r) on the unchanged base.
+
+    The trained adapter alone only fits the residual base PiSSA left behind, which is not saved; peft's
+    ``path_initial_model_for_weight_conversion`` subtracts the initial adapter to undo that.
+    """
+    import copy
+    import shutil
+
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    folder = path.parent / INIT_FOLDER
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    try:
+        name = model.active_adapter
+        config = copy.deepcopy(model.peft_config[name])
+        config.init_lora_weights = True  # peft reads the initial adapter as plain LoRA weights
+        config.save_pretrained(str(folder))
+        save_file({k: v.contiguous() for k, v in initial.items()}, str(folder / SAFETENSORS_WEIGHTS_NAME))
+        model.save_pretrained(str(path), path_initial_model_for_weight_conversion=str(folder), **embedding_kwargs(model))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Int8Method(QLoraMethod):
+    """LoRA on a base whose linear layers bitsandbytes stores in 8 bits (LLM.int8, with 16-bit outlier features)."""
+
+    options: Int8Options
+
+    def __init__(self, options: Int8Options) -> None:
+        super().__init__(options)
+
+    def load_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        require_bitsandbytes("int8")
+        if ctx.device not in ("cpu", "cuda"):
+            raise RecipeError(f"train.device: bitsandbytes 8-bit layers run on cpu and cuda, not {ctx.device!r}; "
+                              "set train.device = \"cpu\" or use method 'lora'")
+        from transformers import BitsAndBytesConfig
+
+        kwargs: dict[str, Any] = {
+            "quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.options.threshold),
+        }
+        if ctx.recipe.get("model", {}).get("dtype", "auto") == "auto":
+            kwargs["dtype"] = self.compute_dtype(ctx)
+        if ctx.device == "cuda":
+            import torch
+
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+        return kwargs
+
+    def saved_this(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
+        """A LoRA adapter ftx saved from an 8-bit base."""
+        return config.get("peft_type", "LORA") == "LORA" and info.get("quantized_bits") == 8
+
+    def apply(self, model: Any, ctx: RunContext) -> Any:
+        import bitsandbytes as bnb
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if not any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules()):
+            model_type = getattr(model.config, "model_type", type(model).__name__)
+            raise RunError(f"method 'int8': bitsandbytes quantised none of the layers of this {model_type!r} model; "
+                           "use method 'lora' instead")
+        config = self.lora_config(model)
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=self.options.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        return get_peft_model(model, config)
