@@ -35,6 +35,7 @@ class ExactMatch:
         replies = generate_replies(
             model, ctx.tokenizer, [e.prompt_messages for e in chats],
             max_new_tokens=self.options.max_new_tokens, batch_size=self.options.batch_size,
+            tools=[e.meta.get("tools") for e in chats],
         )
         how = self.options.normalize
         hits = sum(normalize(r, how) == normalize(e.reference, how) for r, e in zip(replies, chats))
@@ -92,6 +93,7 @@ def predict_labels(model: Any, examples: Sequence[Example], ctx: RunContext, opt
         replies = generate_replies(
             model, ctx.tokenizer, [e.prompt_messages for e in chats],
             max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
+            tools=[e.meta.get("tools") for e in chats],
         )
         predicted += [normalize(r, how) for r in replies]
         references += [normalize(e.reference, how) for e in chats]
