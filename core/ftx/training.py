@@ -29,16 +29,10 @@ def quiet_libraries() -> None:
 
 
 def choose_device(train: TrainSection) -> str:
-    """``auto`` picks CUDA, then MPS, then CPU."""
-    if train.device != "auto":
-        return train.device
-    import torch
+    """The run's device: ``[train] device``, with ``auto`` resolved by :func:`ftx.device.resolve_device`."""
+    from .device import resolve_device
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return resolve_device(train.device)
 
 
 def optimizer_name(choice: str, device: str) -> str:
