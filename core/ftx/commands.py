@@ -118,6 +118,10 @@ def model_config(section: Any, *, trust_remote_code: bool = False) -> dict[str, 
 
         return {**builtin_config(name.removeprefix("builtin:"), section.config or {}),
                 "vocab_size": VOCAB_SIZE, "model_type": "llama", "hidden_act": "silu"}
+    from .models.gguf import gguf_folder, is_gguf
+
+    if is_gguf(name):  # a GGUF file's config is that of its converted folder (converted once, then cached)
+        name = str(gguf_folder(name))
     folder = Path(name).expanduser()
     if (folder / "config.json").is_file():
         return json.loads((folder / "config.json").read_text(encoding="utf-8"))
