@@ -769,3 +769,13 @@ def test_a_recipe_saved_with_a_bom_validates(recipe_file):
     recipe.write_bytes(b"\xef\xbb\xbf" + recipe.read_bytes())
     result = cli("validate", recipe)
     assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "config.json"])
+def test_a_damaged_json_file_of_the_model_is_named_at_eval(name, finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    damaged = run / "model" / name
+    damaged.write_text('{"cut off')
+    result = cli("eval", run)
+    assert_clean_failure(result, 1, f"this model file is damaged: {damaged}")
+    assert not (run / "eval.json").exists()

@@ -52,7 +52,12 @@ def load_tokenizer(section: ModelSection, model_path: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(
             source, revision=section.revision, trust_remote_code=section.trust_remote_code
         )
-    except OSError as exc:
+    except Exception as exc:
+        damaged = damaged_weights(str(source))
+        if damaged is not None:
+            raise RunError(f"this model file is damaged: {damaged}; copy or save the model again") from exc
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         raise RunError(f"cannot load the tokenizer of {source!r} (model.name / model.tokenizer): {exc}") from exc
     apply_chat_template_choice(tokenizer, section.chat_template)
     if tokenizer.pad_token is None:
@@ -158,12 +163,19 @@ def load_model(
 
 
 def damaged_weights(model_path: str) -> Path | None:
-    """The first ``*.safetensors`` file of a local model folder whose header or size does not hold up, else None."""
+    """The first file of a local model folder that is damaged, else None: a ``*.json`` (config, tokenizer) that
+    does not parse, or a ``*.safetensors`` whose header or size does not hold up."""
     folder = Path(model_path)
     if not folder.is_dir():
         return None
     import json
     import struct
+
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
 
     for path in sorted(folder.glob("*.safetensors")):
         try:
