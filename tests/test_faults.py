@@ -256,6 +256,15 @@ def test_empty_or_non_string_model_name_fails_validation(recipe_file, name, mess
     assert_clean_failure(cli("validate", recipe), 2, message)
 
 
+@pytest.mark.parametrize("train", ['""', "[]", '["  "]'])
+def test_empty_data_train_fails_validation(recipe_file, train):
+    recipe = recipe_file()
+    text = recipe.read_text()
+    start = text.index("train = ", text.index("[data]"))
+    recipe.write_text(text[:start] + f"train = {train}" + text[text.index("\n", start):])
+    assert_clean_failure(cli("validate", recipe), 2, "data.train: must name the data")
+
+
 def test_plan_of_a_hub_model_offline_is_one_line(recipe_file, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = recipe_file("hub.toml", model={"name": "nobody-ftx-test/no-such-model"}, method="lora")

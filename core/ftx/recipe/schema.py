@@ -72,6 +72,14 @@ class DataSection(Section):
     split: str = Field("train", description="split of a hub dataset")
     seed: int | None = Field(None, description="seed of the train/eval split; default: [train] seed")
 
+    @field_validator("train")
+    @classmethod
+    def _train_given(cls, value: str | list[str]) -> str | list[str]:
+        items = value if isinstance(value, list) else [value]
+        if not items or any(not item.strip() for item in items):
+            raise ValueError("must name the data: a file, a glob or a hub dataset id")
+        return value
+
     @model_validator(mode="after")
     def _eval_fraction(self) -> DataSection:
         if isinstance(self.eval, float) and not 0.0 < self.eval < 1.0:
