@@ -113,7 +113,7 @@ def method_optimizer(trainer: Any, method: Any) -> Any:
     else:
         cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, trainer.model)
     if {"params", "model", "optimizer_dict"} & set(kwargs) or not isinstance(cls, type):
-        raise RunError(f"train.optimizer {args.optim!r} builds its own parameter groups, which cannot be combined "
+        raise RunError(f"train.optimizer {getattr(args.optim, 'value', args.optim)!r} builds its own parameter groups, which cannot be combined "
                        "with the method's (e.g. LoRA+'s loraplus_lr_ratio); drop one of the two")
     return cls(groups, **kwargs)
 

@@ -194,3 +194,18 @@ def test_int8_base_trains_a_few_steps_on_cpu_and_reloads(write_recipe, run_recip
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output[-2000:]
     assert json.loads(result.stdout)["eval"]["loss"]["loss"] == pytest.approx(metrics["after"]["loss"]["loss"], abs=1e-3)
+
+
+def test_loraplus_with_an_optimizer_that_makes_its_own_groups_is_refused(tiny_model_factory, tmp_path):
+    from ftx.errors import RunError
+    from ftx.trainer import attach_guards
+    from transformers import Trainer, TrainingArguments
+
+    method = LoraMethod(LoraOptions(r=4, loraplus_lr_ratio=16))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", optim="galore_adamw",
+                             optim_target_modules="all-linear")
+    trainer = Trainer(model=method.apply(tiny_model_factory(), make_ctx()), args=args)
+    attach_guards(trainer, SimpleNamespace(train=SimpleNamespace(max_bad_steps=5, divergence_factor=0), method=method,
+                                           echo=lambda _m: None))
+    with pytest.raises(RunError, match=r"train.optimizer 'galore_adamw' builds its own parameter groups.*LoRA\+"):
+        trainer.create_optimizer()
