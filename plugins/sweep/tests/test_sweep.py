@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from ftx.cli import main
 from ftx.errors import RecipeError, RunError
-from ftx_sweep.study import PruningReporter, load_summary, parse_param, parse_params, resolve_metric, toml_value
 from ftx.testing import TINY_TEST_CONFIG
+from ftx_sweep.study import PruningReporter, load_summary, parse_param, parse_params, resolve_metric, toml_value
 
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"

@@ -33,11 +33,19 @@ from ftx.errors import RunError
               help="Finished trials before pruning starts.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Run the recipe as written as trial 0, to compare the best trial with it.")
+@click.option("--storage", metavar="URL",
+              help="Keep the study in this database so several workers share it: sqlite:///path/study.db on one "
+                   "machine, a PostgreSQL or MySQL URL across machines. Each worker keeps its run folders in its "
+                   "own --output; all stop when the study holds --trials finished trials.")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=30, show_default=True, metavar="SECONDS",
+              help="With --storage: how often a worker records that its trial is alive; a trial silent for three "
+                   "heartbeats (its worker was killed) is retried by another worker.")
 @click.option("--resume", is_flag=True, help="Continue the sweep in --output (also automatic when it holds one).")
 @click.option("--overwrite", is_flag=True, help="Delete the sweep in --output and start over.")
 def sweep(recipe_path: Path, params: tuple[str, ...], trials: int, metric: str, direction: str | None,
           output: Path | None, overrides: tuple[str, ...], sampler: str, seed: int | None, pruner: str,
-          prune_after: int, baseline: bool, resume: bool, overwrite: bool) -> None:
+          prune_after: int, baseline: bool, storage: str | None, heartbeat: int, resume: bool,
+          overwrite: bool) -> None:
     """Search hyperparameters of RECIPE with Optuna: one run folder per trial, best recipe in best.toml."""
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
@@ -46,7 +54,8 @@ def sweep(recipe_path: Path, params: tuple[str, ...], trials: int, metric: str, 
     config = SweepConfig(
         recipe_path=recipe_path, params=parse_params(params), metric_name=metric, trials=trials,
         output=(output or Path("sweeps") / recipe_path.stem).expanduser().resolve(), direction=direction,
-        overrides=overrides, sampler=sampler, seed=seed, pruner=pruner, prune_after=prune_after, baseline=baseline)
+        overrides=overrides, sampler=sampler, seed=seed, pruner=pruner, prune_after=prune_after, baseline=baseline,
+        storage=storage, heartbeat=heartbeat)
     summary = run_sweep(config, resume=resume, overwrite=overwrite, echo=lambda m: click.echo(m, err=True))
     click.echo(f"summary: {config.output / 'summary.md'}"
                + (f"\nbest recipe: {config.output / 'best.toml'}" if summary.get("best") else ""))

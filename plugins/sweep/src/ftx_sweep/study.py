@@ -19,11 +19,19 @@ training when ``[train] eval_every`` is set) to Optuna's pruner, which stops tri
 validation loss is worse than the median of earlier trials at the same step. A trial killed
 mid-run is retried with the same parameters when the sweep resumes; finished ones never rerun.
 Nothing here imports torch or Optuna until a sweep runs.
+
+Several workers: with ``--storage URL`` (``sqlite:///path/study.db`` on one machine, a PostgreSQL or
+MySQL URL across machines) the study lives in that database and any number of ``ftx sweep`` workers
+share it: each asks the study for the next trial (the database hands each trial to one worker),
+runs it in its own ``--output`` folder, and stops when the study holds ``--trials`` finished trials.
+A worker records a heartbeat while its trial runs; a trial whose worker fell silent for three
+heartbeats (killed, machine lost) is failed and its parameters retried by another worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -291,6 +299,10 @@ class SweepConfig:
     pruner: str = "median"
     prune_after: int = 2
     baseline: bool = True
+    storage: str | None = None
+    """An Optuna storage URL shared by several workers; ``None``: ``study.db`` in ``output``, one worker."""
+    heartbeat: int = 30
+    """Seconds between a shared study's heartbeats; a trial silent for three is retried by another worker."""
     startup_trials: int = 10
     metric: Metric = Metric(("after",), "maximize")
     """Resolved by :func:`validate` from ``metric_name`` and the recipe's evaluators."""
@@ -349,11 +361,17 @@ def _done(trials: Sequence[Any]) -> int:
     return sum(1 for t in trials if _state(t) in ("complete", "pruned", "failed"))
 
 
-def open_study(config: SweepConfig, *, resume: bool, overwrite: bool, echo: Callable[[str], None]) -> Any:
-    """Create the sweep folder and study, or reopen it (retrying trials a kill left running)."""
+def open_study(config: SweepConfig, *, resume: bool, overwrite: bool, echo: Callable[[str], None]) -> tuple[Any, bool]:
+    """Create the sweep folder and study, or reopen it (retrying trials a kill left running); also whether this
+    command created the study (only its creator enqueues the baseline trial)."""
     import optuna
     from optuna.trial import TrialState
 
+    if config.storage is not None:
+        if overwrite:
+            raise RecipeError("--overwrite cannot delete a study shared through --storage; give another --storage "
+                              "or delete the study in that database")
+        return _open_shared_study(config, echo)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = config.output
     db = folder / STUDY_FILE
@@ -387,10 +405,87 @@ def open_study(config: SweepConfig, *, resume: bool, overwrite: bool, echo: Call
     else:
         study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=config.metric.direction)
         study.set_user_attr("ftx", config.identity())
+    _configure(study, config)
+    return study, not existed
+
+
+def _configure(study: Any, config: SweepConfig) -> None:
+    import optuna
+
     study.sampler = _sampler(config, len(study.get_trials(deepcopy=False)))
     study.pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.prune_after, n_warmup_steps=0)
                     if config.pruner == "median" else optuna.pruners.NopPruner())
-    return study
+
+
+def _open_shared_study(config: SweepConfig, echo: Callable[[str], None]) -> tuple[Any, bool]:
+    """Join (or create) the study in ``config.storage``; trials of silent workers are failed and retried."""
+    import optuna
+
+    url = config.storage or ""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(5):  # workers starting together race to create the tables: the losers retry
+        try:
+            with warnings.catch_warnings():  # Optuna marks heartbeats experimental
+                warnings.simplefilter("ignore")
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=config.heartbeat, grace_period=3 * config.heartbeat)
+            break
+        except Exception as exc:  # noqa: BLE001 - bad URLs, missing drivers and refused connections vary by database
+            racing = type(exc).__name__ in ("OperationalError", "IntegrityError")  # tables half-created by another
+            if racing and attempt < 4:
+                time.sleep(0.5 + attempt)
+                continue
+            raise RecipeError(f"--storage {url!r}: cannot open the study database: {str(exc).splitlines()[0]} "
+                              "(use sqlite:///path/study.db, or a PostgreSQL/MySQL URL whose driver is installed)"
+                              ) from None
+    config.output.mkdir(parents=True, exist_ok=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction=config.metric.direction)
+        study.set_user_attr("ftx", config.identity())
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it: join, if it asks the same
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        recorded = _recorded_identity(study)
+        if recorded != config.identity():
+            raise RecipeError(f"the study in {url} was started with other settings "
+                              f"({_difference(recorded, config.identity())}); run this worker with those") from None
+        created = False
+    retry_silent_trials(study)
+    done = _done(study.get_trials(deepcopy=False))
+    echo(("created" if created else "joined") + f" the shared study in {url}: {done} of {config.trials} trials "
+         f"finished; this worker's run folders go to {config.output}")
+    _configure(study, config)
+    return study, created
+
+
+def _recorded_identity(study: Any) -> Any:
+    """The settings the study's creator recorded (it writes them just after creating the study)."""
+    for _ in range(50):
+        recorded = study.user_attrs.get("ftx")
+        if recorded is not None:
+            return recorded
+        time.sleep(0.1)
+    return None
+
+
+def retry_silent_trials(study: Any) -> int:
+    """Fail the running trials of a shared study whose worker stopped beating, marked ``interrupted``, and queue
+    their parameters again; return how many. Workers may race here: the one whose state change lands queues
+    the retry, so a trial is retried once."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    retried = 0
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        with contextlib.suppress(UpdateFinishedTrialError):  # another worker got there first
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                frozen = storage.get_trial(trial_id)
+                if frozen.params:
+                    study.enqueue_trial(frozen.params, user_attrs=_retry_attrs(frozen))
+                retried += 1
+    return retried
 
 
 def _difference(recorded: Any, now: Mapping[str, Any]) -> str:
@@ -401,10 +496,15 @@ def _difference(recorded: Any, now: Mapping[str, Any]) -> str:
 
 
 def _sampler(config: SweepConfig, existing: int) -> Any:
-    """A seeded sampler; a resumed sweep offsets the seed by the trials so far, so it never replays them."""
+    """A seeded sampler; a resumed sweep offsets the seed by the trials so far, so it never replays them, and
+    each worker of a shared study by its process id, so two workers never propose the same sequence."""
+    import os
+
     import optuna
 
     seed = None if config.seed is None else config.seed + existing
+    if seed is not None and config.storage is not None:  # hashed, so no two (seed, trials, pid) sum alike
+        seed = int(hashlib.sha256(f"{seed}:{os.getpid()}".encode()).hexdigest()[:8], 16)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials)
@@ -483,8 +583,8 @@ def run_sweep(
     recipe = validate(config, make_manager)
     if config.seed is None:
         config.seed = recipe.train.seed
-    study = open_study(config, resume=resume, overwrite=overwrite, echo=echo)
-    if config.baseline and not study.get_trials(deepcopy=False):
+    study, created = open_study(config, resume=resume, overwrite=overwrite, echo=echo)
+    if config.baseline and created:
         enqueue_baseline(study, config, recipe, echo)
     if config.pruner != "none" and recipe.train.eval_every is None:
         echo("pruning needs validation loss during training: set train.eval_every (e.g. --set train.eval_every=50); "
@@ -518,30 +618,75 @@ def _trials(study: Any, config: SweepConfig, make_manager: Callable[..., Any], r
             echo: Callable[[str], None]) -> None:
     """Ask, run and tell trials until ``config.trials`` finished."""
     import optuna
+    from optuna.trial import TrialState
 
+    shared = config.storage is not None
     while _done(study.get_trials(deepcopy=False)) < config.trials:
-        trial = study.ask()
+        if shared:  # other workers' trials count; a silent worker's trial is failed and queued again
+            retry_silent_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            if _done(trials) + running >= config.trials:
+                time.sleep(min(config.heartbeat, 5))  # the last trials run elsewhere: wait for them to end
+                continue
+        with warnings.catch_warnings():  # Optuna expects heartbeats with optimize(); ftx beats around ask/tell
+            warnings.simplefilter("ignore")
+            trial = study.ask()
         started = time.perf_counter()
         try:
-            value = _run_trial(trial, config, make_manager, run_echo, echo)
+            with _heartbeat(study, trial, config.heartbeat if shared else None):
+                value = _run_trial(trial, config, make_manager, run_echo, echo)
         except optuna.TrialPruned as exc:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as silent
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             echo(f"trial {trial.number}: pruned ({exc})")
         except (KeyboardInterrupt, RunInterrupted) as exc:
             trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as silent
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
             enqueue_retry(study, trial)
             write_summary(study, config)
             raise RunInterrupted(f"sweep stopped during trial {trial.number}; run the same command again to resume "
                                  f"(finished trials are kept in {config.output / STUDY_FILE})") from exc
         except FtxError as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0][:500])
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as silent
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
             echo(f"trial {trial.number}: failed: {str(exc).splitlines()[0]}")
         else:
-            study.tell(trial, value)
-            echo(f"trial {trial.number}: {config.metric.name} = {value:.4g} ({time.perf_counter() - started:.0f}s)")
+            try:
+                study.tell(trial, value)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker took this one for dead
+                echo(f"trial {trial.number}: finished ({config.metric.name} = {value:.4g}) after another worker had "
+                     "given it up as silent and queued it again; raise --heartbeat on a loaded machine")
+            else:
+                echo(f"trial {trial.number}: {config.metric.name} = {value:.4g} "
+                     f"({time.perf_counter() - started:.0f}s)")
         write_summary(study, config)
+
+
+@contextlib.contextmanager
+def _heartbeat(study: Any, trial: Any, every: int | None) -> Any:
+    """While the block runs, record the trial's heartbeat every ``every`` seconds (shared studies)."""
+    if every is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried; the trial must not fail for it
+                study._storage.record_heartbeat(trial._trial_id)
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=beat, name=f"ftx-sweep-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every)
 
 
 def enqueue_retry(study: Any, trial: Any) -> None:
