@@ -97,6 +97,13 @@ class LoraOptions(Options):
         return lora_plan(self, shape, plan)
 
 
+def refuse_base_rewrite(init: str) -> None:
+    """A quantised base cannot hold the residual weights PiSSA and OLoRA leave in it."""
+    if init.startswith("pissa") or init == "olora":
+        raise ValueError(f"init: {init!r} rewrites the base weights, which a quantised base cannot hold "
+                         "exactly; use method 'lora', or init 'default' / 'gaussian' / 'orthogonal'")
+
+
 class DoraOptions(LoraOptions):
     """``[method] use = "dora"``: LoRA with a learned magnitude per output column (``use_dora`` on)."""
 
@@ -117,9 +124,7 @@ class QLoraOptions(LoraOptions):
 
     @model_validator(mode="after")
     def _quantized_init(self) -> QLoraOptions:
-        if self.init.startswith("pissa") or self.init == "olora":
-            raise ValueError(f"init: {self.init!r} rewrites the base weights, which a quantised base cannot hold "
-                             "exactly; use method 'lora', or init 'default' / 'gaussian' / 'orthogonal'")
+        refuse_base_rewrite(self.init)
         return self
 
     def memory_plan(self, shape: Any, plan: Any) -> Any:
@@ -129,14 +134,23 @@ class QLoraOptions(LoraOptions):
         return qlora_plan(self, shape, plan)
 
 
-class Int8Options(QLoraOptions):
+class Int8Options(LoraOptions):
     """``[method] use = "int8"``: LoRA on a base whose linear layers bitsandbytes stores in 8 bits (LLM.int8)."""
 
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="unused by int8 (a 4-bit setting of qlora)")
-    double_quant: bool = Field(True, description="unused by int8 (a 4-bit setting of qlora)")
     threshold: float = Field(
         6.0, ge=0, description="LLM.int8 outlier threshold: input features above it are multiplied in 16 bits"
     )
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the layers left unquantised and of the activations; auto: bf16 on GPU, else fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="recompute activations in the backward pass: much less memory, ~30% slower"
+    )
+
+    @model_validator(mode="after")
+    def _quantized_init(self) -> Int8Options:
+        refuse_base_rewrite(self.init)
+        return self
 
     def memory_plan(self, shape: Any, plan: Any) -> Any:
         """For ``ftx plan``: the base at one byte per weight under the adapters (:mod:`ftx_lora.memory`)."""

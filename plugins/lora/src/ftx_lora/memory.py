@@ -88,8 +88,13 @@ def qlora_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
 def int8_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
     """LoRA on an 8-bit base: linear weights at one byte (their per-row scales are negligible), the rest upcast
     to float32 (``prepare_model_for_kbit_training``)."""
-    plan = qlora_plan(options, shape, plan)
+    compute = options.compute_dtype
+    if compute == "auto":
+        compute = "bfloat16" if plan.device == "cuda" else "float32"
+    plan = replace(plan, dtype=compute,
+                   gradient_checkpointing=plan.gradient_checkpointing or options.gradient_checkpointing)
+    plan = lora_plan(options, shape, plan)
     added = plan.trainable_params
     weights = shape.linear_params() + shape.other_params() * 4 + added * ADAPTER_BYTES
-    details = tuple("8-bit base" if d == "4-bit base" else d for d in plan.details)
+    details = (*plan.details, "8-bit base") + (("gradient checkpointing",) if options.gradient_checkpointing else ())
     return replace(plan, weight_bytes=int(weights), details=details)

@@ -353,13 +353,22 @@ def save_converted(model: Any, path: Path, initial: dict[str, Any]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class Int8Method(QLoraMethod):
+class Int8Method(LoraMethod):
     """LoRA on a base whose linear layers bitsandbytes stores in 8 bits (LLM.int8, with 16-bit outlier features)."""
 
     options: Int8Options
 
     def __init__(self, options: Int8Options) -> None:
         super().__init__(options)
+
+    def compute_dtype(self, ctx: RunContext) -> Any:
+        """The dtype of the unquantised layers and of a merged export: ``compute_dtype``, auto: bf16 on GPU, else fp32."""
+        import torch
+
+        name = self.options.compute_dtype
+        if name == "auto":
+            return torch.bfloat16 if ctx.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return getattr(torch, name)
 
     def load_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         require_bitsandbytes("int8")
