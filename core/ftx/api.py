@@ -26,11 +26,25 @@ from .commands import (  # plugin commands: recipes, runs, run folders, model co
 from .data.cache import TokenizeResult, tokenize_prepared
 from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_all, tokenize_chat, tokenize_example, tokenize_text
 from .device import resolve_device
-from .errors import DataError, EvaluationSkipped, FtxError, Problem, RecipeError, RunError, RunInterrupted
-from .errors import NestedOptionsError
+from .errors import (
+    DataError,
+    EvaluationSkipped,
+    FtxError,
+    NestedOptionsError,
+    Problem,
+    RecipeError,
+    RunError,
+    RunInterrupted,
+)
 from .generation import generate_replies, stop_token_ids
-from .recipe.loader import validation_problems as validate_options
+from .layout import CHECKPOINTS as CHECKPOINTS_DIR
+from .layout import CURVES as CURVES_FILE
+from .layout import HISTORY as HISTORY_FILE
+from .layout import MODEL as MODEL_DIR
+from .layout import REPORT as REPORT_FILE
+from .layout import RunFolder
 from .models.loading import resolve_dtype
+from .recipe.loader import validation_problems as validate_options
 from .recipe.toml_io import dumps as toml_text
 from .rundir import replace_dir, write_json, write_text_atomic
 from .trained import (
@@ -45,20 +59,25 @@ from .trained import (
 from .training import CausalLMCollator, PackedCollator, pack_rows, quiet_libraries
 
 __all__ = [
+    "CHECKPOINTS_DIR",
+    "CURVES_FILE",
     "ERROR_FILE",
+    "HISTORY_FILE",
     "IGNORE_INDEX",
-    "NestedOptionsError",
-    "validate_options",
     "LOCK_FILE",
     "METRICS_FILE",
+    "MODEL_DIR",
+    "REPORT_FILE",
     "CausalLMCollator",
     "DataError",
     "EvaluationSkipped",
     "FtxError",
+    "NestedOptionsError",
     "PackedCollator",
     "Problem",
     "RecipeError",
     "RunError",
+    "RunFolder",
     "RunInterrupted",
     "TokenizeResult",
     "Tokenized",
@@ -92,6 +111,7 @@ __all__ = [
     "tokenize_text",
     "toml_loads",
     "toml_text",
+    "validate_options",
     "write_json",
     "write_text_atomic",
 ]

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
-from .rundir import MARKER
-
-LOCK_FILE = MARKER
-"""``recipe.lock.toml``: the resolved recipe and component versions; a folder holding it is a run folder."""
-METRICS_FILE = "metrics.json"
-"""The figures of a finished run (``before``, ``after``, ``train``, ...); written last, so it means complete."""
-ERROR_FILE = "error.txt"
-"""The traceback of a run that failed."""
+from .layout import ERROR as ERROR_FILE  # noqa: F401 - re-exported through ftx.api
+from .layout import LOCK as LOCK_FILE  # noqa: F401
+from .layout import METRICS as METRICS_FILE  # noqa: F401
 
 
 def plugin_manager(extra_plugins: Iterable[Any] = ()) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 from ftx_hookspecs import TrainResult
 
 from .errors import RecipeError
+from .layout import CHECKPOINTS
 from .plugins import FtxPluginManager
 from .recipe import Recipe
 from .recipe.loader import validation_problems
@@ -49,7 +50,7 @@ class Run:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run_dir / CHECKPOINTS
 
     @property
     def base_dir(self) -> Path:

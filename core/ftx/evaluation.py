@@ -18,6 +18,7 @@ from typing import Any
 from ftx_hookspecs import ChatExample, Example
 
 from .errors import EvaluationSkipped
+from .layout import METRICS, SAMPLES
 
 CHANCE_SHARE = 0.5
 """A base model whose general-text perplexity is at least this share of its vocabulary knows no general text
@@ -243,9 +244,9 @@ class Review:
         thresholds, _ = parse_gate(self.section.gate, names)
         if thresholds:
             metrics["gate"] = check_gate(thresholds, metrics, names)
-        write_json(self.run.run_dir / "metrics.json", metrics)
+        write_json(self.run.run_dir / METRICS, metrics)
         if self.samples:
-            write_json(self.run.run_dir / "samples.json", self.samples)
+            write_json(self.run.run_dir / SAMPLES, self.samples)
         try:
             from .report import write_report
 

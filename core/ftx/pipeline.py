@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FtxError, RunError
+from .layout import LOCK, METRICS, MODEL
 from .recipe.model import Recipe
 from .recipe.stages import (  # noqa: F401 - re-exported: the pipeline's recipe side
     STAGE_REF,
@@ -61,7 +62,7 @@ from .recipe.stages import (  # noqa: F401 - re-exported: the pipeline's recipe 
 
 def finished(folder: Path) -> bool:
     """A stage finished when its run folder holds metrics.json and a model."""
-    return (folder / "metrics.json").exists() and (folder / "model").is_dir()
+    return (folder / METRICS).exists() and (folder / MODEL).is_dir()
 
 
 def run_pipeline(
@@ -91,14 +92,14 @@ def run_pipeline(
             prepare_examples(stage.recipe.data, stage.recipe.data_format.build(), stage.recipe.train.seed)
     run_dir = prepare_run_dir(target, overwrite=overwrite, resume=resume)
     resolved = build_pipeline(pipeline.raw, pipeline.registry or manager.registry, path=pipeline.path, run_dir=run_dir)
-    write_text_atomic(run_dir / "recipe.lock.toml", dumps({
+    write_text_atomic(run_dir / LOCK, dumps({
         "pipeline": {"recipe_file": str(pipeline.path) if pipeline.path else None,
                      "stages": [s.name for s in resolved.stages]},
         **resolved.to_dict(),
     }))
     started = time.perf_counter()
     summary: dict[str, Any] = {"stages": {}, "status": "running"}
-    previous = _read_json(run_dir / "metrics.json") if resume else None
+    previous = _read_json(run_dir / METRICS) if resume else None
     upstream_ran = False  # once a stage trains, the stages after it start from a new model: none is skipped
     for stage in resolved.stages:
         folder = stage_folder(run_dir, stage.name)
@@ -106,7 +107,7 @@ def run_pipeline(
         if resume and finished(folder):
             changed = _changes(folder, stage.recipe, manager)
             if not upstream_ran and not changed:
-                metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+                metrics = json.loads((folder / METRICS).read_text(encoding="utf-8"))
                 old = (previous or {}).get("stages", {}).get(stage.name, {})
                 summary["stages"][stage.name] = {**entry, "status": "done", "resumed": True,
                                                  "seconds": old.get("seconds"), **_figures(metrics)}
@@ -134,7 +135,7 @@ def run_pipeline(
                                              "seconds": round(time.perf_counter() - stage_started, 2)}
             summary["status"] = "failed"
             summary["seconds"] = round(time.perf_counter() - started, 2)
-            write_json(run_dir / "metrics.json", summary)
+            write_json(run_dir / METRICS, summary)
             done = [n for n, s in summary["stages"].items() if s["status"] == "done"]
             hint = (f"; fix it and rerun with --resume to continue after stage {done[-1]!r}" if done
                     else "; fix it and rerun with --resume")
@@ -146,10 +147,10 @@ def run_pipeline(
             raise RunError(f"stage {stage.name!r} failed: {type(exc).__name__}: {exc}{hint}") from exc
         summary["stages"][stage.name] = {**entry, "status": "done",
                                          "seconds": round(time.perf_counter() - stage_started, 2), **_figures(metrics)}
-        write_json(run_dir / "metrics.json", {**summary, "seconds": round(time.perf_counter() - started, 2)})
+        write_json(run_dir / METRICS, {**summary, "seconds": round(time.perf_counter() - started, 2)})
     summary["status"] = "done"
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / METRICS, summary)
     return summary
 
 
@@ -158,9 +159,9 @@ def _changes(folder: Path, recipe: Recipe, manager: Any) -> list[str]:
     it has none): empty when its checkpoints can continue or its results stand."""
     from .runner import lock_data, recipe_changes
 
-    lock = folder / "recipe.lock.toml"
+    lock = folder / LOCK
     if not lock.exists():
-        return ["recipe.lock.toml"]
+        return [LOCK]
     return recipe_changes(lock, lock_data(recipe, manager))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .layout import CURVES, REPORT
 from .rundir import write_text_atomic
 
 
@@ -65,8 +66,8 @@ def write_report(
     if png is not None:
         tmp = run_dir / ".curves.png.tmp"
         tmp.write_bytes(png)
-        tmp.replace(run_dir / "curves.png")
-    path = run_dir / "report.html"
+        tmp.replace(run_dir / CURVES)
+    path = run_dir / REPORT
     write_text_atomic(path, render_html(metrics, png, recipe, samples, title=run_dir.name))
     return path
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputRefused, RunError
+from .layout import LOCK
 
-MARKER = "recipe.lock.toml"
+MARKER = LOCK
 """A folder holding this file (written by ftx, with its ``[ftx]`` or ``[pipeline]`` table) is an ftx run folder."""
 
 _ADVICE = {

@@ -24,7 +24,7 @@ from . import __version__
 from .context import Run
 from .distributed import is_main
 from .errors import FtxError, Problem, RecipeError, RunError, RunInterrupted
-from .layout import RunFolder
+from .layout import CHECKPOINTS, ERROR, HISTORY, METRICS, MODEL, RunFolder
 from .library_log import library_logs_to
 from .plugins import FtxPluginManager
 from .recipe import Recipe
@@ -123,9 +123,9 @@ def run_recipe(
     resuming = resume and lock_path.exists()
     if resuming:
         check_same_recipe(lock_path, lock_data(recipe, manager))
-        if (run_dir / "metrics.json").exists():
+        if (run_dir / METRICS).exists():
             echo(f"{run_dir} is already complete; nothing to resume")
-            return _read_metrics(run_dir / "metrics.json")
+            return _read_metrics(run_dir / METRICS)
     signals = RunSignals(echo)
     with signals.installed():
         try:
@@ -139,12 +139,12 @@ def run_recipe(
                 if resuming:
                     from .checkpoints import latest_complete
 
-                    resume_from = latest_complete(run_dir / "checkpoints", echo)
+                    resume_from = latest_complete(run_dir / CHECKPOINTS, echo)
                     echo(f"resuming from {resume_from}" if resume_from
                          else "no complete checkpoint to resume from: starting over")
                 else:
                     write_text_atomic(lock_path, dumps(lock_data(recipe, manager)))
-                (run_dir / "metrics.json").unlink(missing_ok=True)
+                (run_dir / METRICS).unlink(missing_ok=True)
             except OSError as exc:
                 raise RunError(os_error_message(exc)) from None
         except KeyboardInterrupt:
@@ -166,7 +166,7 @@ def run_recipe(
             if error is exc:
                 raise
             raise error from (None if isinstance(exc, KeyboardInterrupt) else exc)
-    (run_dir / "error.txt").unlink(missing_ok=True)
+    (run_dir / ERROR).unlink(missing_ok=True)
     manager.hook.run_end(run, metrics, None)
     return metrics
 
@@ -176,7 +176,7 @@ def _early_failure(exc: Exception, run_dir: Path, phase: str) -> RunError:
     to an existing run (which stays as it was) as ``.error-<pid>.txt`` in its parent."""
     environment = _environment_cause(exc, run_dir if run_dir.exists() else run_dir.parent)
     fresh = not run_dir.exists() or not any(run_dir.iterdir())
-    target = run_dir / "error.txt" if fresh else run_dir.parent / f".{run_dir.name}.error-{os.getpid()}.txt"
+    target = run_dir / ERROR if fresh else run_dir.parent / f".{run_dir.name}.error-{os.getpid()}.txt"
     written = False
     with contextlib.suppress(Exception):
         if fresh:
@@ -203,7 +203,7 @@ def _failure(exc: BaseException, run: Run, manager: FtxPluginManager, signals: R
     (the run is resumable, not failed) and becomes :class:`RunInterrupted`.
     """
     interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-    error_file = run.run_dir / "error.txt"
+    error_file = run.run_dir / ERROR
     written = False
     with contextlib.suppress(Exception):  # a model half-saved is never used, and a full disk needs the room
         import shutil
@@ -278,7 +278,7 @@ def _run_worker(recipe: Recipe, manager: FtxPluginManager, run_dir: Path, resume
     """Ranks other than 0 train alongside rank 0 and write nothing; they return no metrics."""
     from .checkpoints import latest_complete
 
-    resume_from = latest_complete(run_dir / "checkpoints", lambda _m: None) if resume else None
+    resume_from = latest_complete(run_dir / CHECKPOINTS, lambda _m: None) if resume else None
     signals = RunSignals(lambda _m: None)
     inputs = _inputs(recipe, signals)
     run = Run(recipe, run_dir, manager, echo_fn=lambda _m: None, resume_from=resume_from)
@@ -398,7 +398,7 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
     method.save(model, tmp, run)
     run.tokenizer.save_pretrained(tmp)
     _write_generation_config(model, run.tokenizer, tmp)
-    replace_dir(tmp, run.run_dir / "model")
+    replace_dir(tmp, run.run_dir / MODEL)
 
     metrics: dict[str, Any] = {
         "before": before,
@@ -408,7 +408,7 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
         "figures": {**params, **peak_memory(run.device)},
         "data": {**_example_counts(run.data), **report.as_dict()},
     }
-    write_json(run.run_dir / "history.json", run.history)
+    write_json(run.run_dir / HISTORY, run.history)
     signals.phase = "writing the report"
     return review.finish(metrics)  # baseline, forgetting, overfitting, gate; metrics.json and the report
 

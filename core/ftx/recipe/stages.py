@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem, RecipeError
+from ..layout import MODEL
 from ..registry import Registry
 from .model import Recipe
 
@@ -141,7 +142,7 @@ def build_pipeline(
             if ref not in seen:
                 problems.append(Problem(where, f"'stage:{ref}' must name an earlier stage (earlier: {', '.join(seen) or 'none'})"))
         if run_dir is not None:
-            merged = _substitute(merged, lambda s: str(stage_folder(run_dir, s[len(STAGE_REF):]) / "model"))
+            merged = _substitute(merged, lambda s: str(stage_folder(run_dir, s[len(STAGE_REF):]) / MODEL))
         merged.setdefault("output", {})
         merged["output"] = {**merged["output"], "dir": str(stage_folder(run_dir or output_dir, name))}
         seen.append(name)

@@ -14,11 +14,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftx.api import ERROR_FILE, LOCK_FILE, METRICS_FILE, toml_loads
+from ftx.api import CHECKPOINTS_DIR, ERROR_FILE, LOCK_FILE, METRICS_FILE, MODEL_DIR, toml_loads
 from ftx.errors import RecipeError
 
 MARKER = LOCK_FILE
-SKIPPED_DIRS = frozenset({"checkpoints", "model", ".model.tmp", "mlruns", "tensorboard", "__pycache__", ".git"})
+SKIPPED_DIRS = frozenset({CHECKPOINTS_DIR, MODEL_DIR, ".model.tmp", "mlruns", "tensorboard", "__pycache__", ".git"})
 """Folders inside a run that hold no runs of their own; not walked."""
 METRIC_TABLES = ("before", "after", "train", "baseline", "forgetting", "figures")
 """Tables of ``metrics.json`` that ``ftx compare`` shows (numbers only)."""

@@ -20,9 +20,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ftx.api import CURVES_FILE, HISTORY_FILE, LOCK_FILE, METRICS_FILE, MODEL_DIR, REPORT_FILE
 from ftx_hookspecs import RunContext
 
-ARTIFACTS = ("metrics.json", "report.html", "curves.png", "recipe.lock.toml", "history.json")
+ARTIFACTS = (METRICS_FILE, REPORT_FILE, CURVES_FILE, LOCK_FILE, HISTORY_FILE)
 PARAM_LIMIT = 500
 """Longest parameter value sent (longer ones, e.g. a chat template, are cut and marked)."""
 BATCH = 100
@@ -112,8 +113,8 @@ class MlflowLogger:
                 for name in ARTIFACTS:
                     if (run_dir / name).is_file():
                         self.client.log_artifact(self.run_id, str(run_dir / name))
-                if self.options.log_model and (run_dir / "model").is_dir():
-                    self.client.log_artifacts(self.run_id, str(run_dir / "model"), artifact_path="model")
+                if self.options.log_model and (run_dir / MODEL_DIR).is_dir():
+                    self.client.log_artifacts(self.run_id, str(run_dir / MODEL_DIR), artifact_path="model")
             if error is not None:
                 status = "KILLED" if type(error).__name__ in ("RunInterrupted", "KeyboardInterrupt") else "FAILED"
                 self.client.set_tag(self.run_id, "ftx.error", f"{type(error).__name__}: {error}"[:PARAM_LIMIT])

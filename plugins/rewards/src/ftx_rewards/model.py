@@ -11,11 +11,11 @@ from . import RewardModelOptions
 
 def model_folder(path: str | Path) -> Path:
     """A run folder's ``model/``, or the folder itself when it holds a model; a clear error otherwise."""
-    from ftx.errors import RunError
+    from ftx.api import MODEL_DIR, RunError
 
     folder = Path(path).expanduser()
-    if (folder / "model" / "config.json").exists() or (folder / "model" / "adapter_config.json").exists():
-        return folder / "model"
+    if (folder / MODEL_DIR / "config.json").exists() or (folder / MODEL_DIR / "adapter_config.json").exists():
+        return folder / MODEL_DIR
     if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         return folder
     raise RunError(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ftx.api import (
+    RunFolder,
     apply_overrides,
     evaluator_names,
     is_pipeline,
@@ -709,8 +710,8 @@ def _resumable(folder: str | None) -> Path | None:
     if not folder:
         return None
     path = Path(folder)
-    done = (path / "metrics.json").exists()
-    return path if (path / "recipe.lock.toml").exists() and (path / "checkpoints").is_dir() and not done else None
+    folder = RunFolder(path)
+    return path if folder.is_run() and folder.checkpoints.is_dir() and not folder.is_finished() else None
 
 
 # -- summary -------------------------------------------------------------------------------------
