@@ -9,9 +9,6 @@ Importing this module never imports torch: the helpers import it when they are c
 from __future__ import annotations
 
 from .commands import (  # plugin commands: recipes, runs, run folders, model configs
-    ERROR_FILE,
-    LOCK_FILE,
-    METRICS_FILE,
     apply_overrides,
     evaluator_names,
     is_pipeline,
@@ -39,7 +36,10 @@ from .errors import (
 from .generation import generate_replies, stop_token_ids
 from .layout import CHECKPOINTS as CHECKPOINTS_DIR
 from .layout import CURVES as CURVES_FILE
+from .layout import ERROR as ERROR_FILE
 from .layout import HISTORY as HISTORY_FILE
+from .layout import LOCK as LOCK_FILE
+from .layout import METRICS as METRICS_FILE
 from .layout import MODEL as MODEL_DIR
 from .layout import REPORT as REPORT_FILE
 from .layout import RunFolder

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
-from .layout import ERROR as ERROR_FILE  # noqa: F401 - re-exported through ftx.api
-from .layout import LOCK as LOCK_FILE  # noqa: F401
-from .layout import METRICS as METRICS_FILE  # noqa: F401
 
 
 def plugin_manager(extra_plugins: Iterable[Any] = ()) -> Any:
