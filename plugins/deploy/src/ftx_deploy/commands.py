@@ -118,15 +118,20 @@ def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int 
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--api-key", envvar="FTX_API_KEY", show_envvar=True, default=None, metavar="KEY",
               help="Require 'Authorization: Bearer KEY' on every /v1 request (what OpenAI clients send as api_key).")
+@click.option("--max-request-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Largest request body; larger ones get a 413.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              metavar="SECONDS", help="Longest a whole (non-streamed) reply may take; slower ones get a 504.")
 @_device
 def serve(target: Path, host: str, port: int, model_name: str | None, backend: str, log_level: str,
-          api_key: str | None, device: str) -> None:
+          api_key: str | None, max_request_bytes: int, request_timeout: float, device: str) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     try:
-        from .server import exposure_warning
+        from .server import check_port, exposure_warning
         from .server import serve as run_server
         from .source import find_model
 
+        check_port(host, port)  # before the model loads: a busy port fails at once, in one line
         warning = exposure_warning(host, api_key)
         if warning:
             _echo(warning)  # before the model loads, so it is not lost among loading messages
@@ -139,7 +144,8 @@ def serve(target: Path, host: str, port: int, model_name: str | None, backend: s
             engine = _engine(target, device, model_name)
         guarded = " (API key required)" if api_key else ""
         _echo(f"serving {engine.name!r} ({engine.backend}) on http://{host}:{port}/v1{guarded}")
-        run_server(engine, host=host, port=port, log_level=log_level, api_key=api_key or None)
+        run_server(engine, host=host, port=port, log_level=log_level, api_key=api_key or None,
+                   max_request_bytes=max_request_bytes, request_timeout=request_timeout)
     except FtxError as exc:
         _fail(exc)
 

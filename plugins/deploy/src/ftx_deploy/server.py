@@ -15,14 +15,17 @@ OpenAI's error shape (``invalid_api_key``); ``/health`` stays open for load bala
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hmac
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .engine import Engine, Reply, RequestError
 
@@ -41,7 +44,21 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="what torch.manual_seed accepts")
+
+
+def unicode_text(value: Any) -> Any:
+    """Refuse text JSON can carry but Unicode cannot (a lone surrogate such as ``"\\ud800"``): a 400, not a 500."""
+    texts = [value] if isinstance(value, str) else [v for v in (value or []) if isinstance(v, str)]
+    if isinstance(value, list):
+        texts += [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"holds {text[exc.start]!r} at character {exc.start}, a lone surrogate: "
+                             "not valid Unicode text") from None
+    return value
 
 
 class ChatMessage(BaseModel):
@@ -50,6 +67,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
+    _unicode = field_validator("content")(unicode_text)
+
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -57,6 +76,8 @@ class ChatRequest(_Request):
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
+
+    _unicode = field_validator("prompt")(unicode_text)
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -87,8 +108,16 @@ def key_problem(header: str | None, api_key: str) -> str | None:
     return None
 
 
-def create_app(engine: Engine, api_key: str | None = None) -> Any:
-    """The FastAPI application serving ``engine`` under its name; ``api_key`` guards every ``/v1`` route."""
+MAX_REQUEST_BYTES = 1 << 20
+"""Default largest request body (1 MiB): far beyond any context a served model takes, far below a memory risk."""
+REQUEST_TIMEOUT = 600.0
+"""Default seconds a whole (non-streamed) reply may take before the client gets a 504."""
+
+
+def create_app(engine: Engine, api_key: str | None = None, *, max_request_bytes: int = MAX_REQUEST_BYTES,
+               request_timeout: float = REQUEST_TIMEOUT) -> Any:
+    """The FastAPI application serving ``engine`` under its name; ``api_key`` guards every ``/v1`` route, bodies over
+    ``max_request_bytes`` get a 413 and replies slower than ``request_timeout`` seconds a 504."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -97,6 +126,15 @@ def create_app(engine: Engine, api_key: str | None = None) -> Any:
 
     app = FastAPI(title=f"ftx serve: {engine.name}", docs_url=None, redoc_url=None)
     created = int(time.time())
+
+    @app.middleware("http")
+    async def _limit_size(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_request_bytes):
+            return JSONResponse(error_body(f"the request body is over the server's limit of {max_request_bytes} bytes "
+                                           "(ftx serve --max-request-bytes)", code="request_too_large"),
+                                status_code=413)
+        return await call_next(request)
 
     if api_key:
         @app.middleware("http")
@@ -179,7 +217,12 @@ def create_app(engine: Engine, api_key: str | None = None) -> Any:
             usage = bool((request.stream_options or {}).get("include_usage"))
             return StreamingResponse(_sse(engine, ids, options, chat, usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        reply = await run_in_threadpool(lambda: engine.generate(ids, **options))
+        try:
+            reply = await asyncio.wait_for(run_in_threadpool(lambda: engine.generate(ids, **options)), request_timeout)
+        except asyncio.TimeoutError:
+            return JSONResponse(error_body(f"the reply took longer than {request_timeout:g} s (ftx serve "
+                                           "--request-timeout); ask for fewer max_tokens", "server_error",
+                                           code="timeout"), status_code=504)
         return _whole(engine.name, reply, chat)
 
     return app
@@ -243,9 +286,32 @@ def _sse(engine: Engine, ids: list[int], options: dict[str, Any], chat: bool, us
     yield "data: [DONE]\n\n"
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, when ``host:port`` cannot be listened on (in use, not ours)."""
+    from ftx.errors import RecipeError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be listened on ({exc.strerror})"
+            raise RecipeError(f"port {port} on {host} {why}: stop what uses it, or choose another with --port") from None
+
+
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          api_key: str | None = None) -> None:
+          api_key: str | None = None, *, max_request_bytes: int = MAX_REQUEST_BYTES,
+          request_timeout: float = REQUEST_TIMEOUT) -> None:
     """Run the server until interrupted."""
     import uvicorn
+    from ftx.errors import RunError
 
-    uvicorn.run(create_app(engine, api_key), host=host, port=port, log_level=log_level)
+    app = create_app(engine, api_key, max_request_bytes=max_request_bytes, request_timeout=request_timeout)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot start: 3 is ftx's gate code, so say what happened
+        if exc.code in (0, None):
+            raise
+        raise RunError(f"the server on {host}:{port} could not start (uvicorn exit {exc.code}); "
+                       "see the lines above") from None
