@@ -700,6 +700,13 @@ def test_loading_a_trained_run_honours_the_remote_code_gate(recipe_file, tmp_pat
     with pytest.raises(RecipeError, match="--trust-remote-code"):
         load_trained(run, device="cpu")  # what export, chat, generate and serve call
     assert load_trained(run, device="cpu", trust_remote_code=True).model is not None
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a b c"}\n', encoding="utf-8")
+    args = ("generate", run, "--input", prompts, "--output", tmp_path / "out.jsonl", "--max-tokens", "4")
+    assert_clean_failure(cli(*args), 2, "--trust-remote-code")  # the deploy commands take the same gate
+    allowed = cli(*args, "--trust-remote-code")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8").count("\n") == 1
 
 
 @pytest.fixture

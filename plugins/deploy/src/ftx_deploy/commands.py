@@ -11,6 +11,8 @@ import click
 from ftx.errors import FtxError
 
 _target = click.argument("target", metavar="MODEL_OR_RUN", type=click.Path(path_type=Path))
+_trust = click.option("--trust-remote-code", is_flag=True,
+                      help="Allow the model code a run's recipe asks for (model.trust_remote_code), as ftx run does.")
 _device = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
                        help="Where the model runs.")
 
@@ -25,12 +27,12 @@ def _echo(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _engine(target: Path, device: str, name: str | None = None) -> Any:
+def _engine(target: Path, device: str, name: str | None = None, trust_remote_code: bool = False) -> Any:
     from .engine import Engine
     from .source import find_model, load_for_inference
 
     source = find_model(target)
-    model, tokenizer = load_for_inference(source, device=device, echo=_echo)
+    model, tokenizer = load_for_inference(source, device=device, echo=_echo, trust_remote_code=trust_remote_code)
     return Engine(model, tokenizer, name or source.name)
 
 
@@ -46,15 +48,17 @@ def _engine(target: Path, device: str, name: str | None = None) -> Any:
 @click.option("--smoke-max-tokens", type=click.IntRange(1), default=None,
               help="Length cap of the smoke test (default: twice the longest trained answer, at least 256, "
                    "within the model's context).")
+@_trust
 @_device
 def export(run_dir: Path, to: Path, mode: str | None, overwrite: bool, no_smoke: bool, smoke_prompts: int,
-           smoke_max_tokens: int | None, device: str) -> None:
+           smoke_max_tokens: int | None, trust_remote_code: bool, device: str) -> None:
     """Export a run's model as a standalone Hugging Face folder, smoke-tested to stop at EOS."""
     try:
         from .export import export_model
 
         export_model(run_dir, to, mode=mode or "auto", overwrite=overwrite, smoke_test=not no_smoke,
-                     smoke_prompts=smoke_prompts, smoke_max_tokens=smoke_max_tokens, device=device, echo=_echo)
+                     smoke_prompts=smoke_prompts, smoke_max_tokens=smoke_max_tokens, device=device, echo=_echo,
+                     trust_remote_code=trust_remote_code)
     except FtxError as exc:
         _fail(exc)
     click.echo(str(to))
@@ -66,13 +70,15 @@ def export(run_dir: Path, to: Path, mode: str | None, overwrite: bool, no_smoke:
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Most tokens per reply.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None,
               help="0 for greedy; default: the model's generation config.")
+@_trust
 @_device
-def chat(target: Path, system: str | None, max_tokens: int | None, temperature: float | None, device: str) -> None:
+def chat(target: Path, system: str | None, max_tokens: int | None, temperature: float | None,
+         trust_remote_code: bool, device: str) -> None:
     """Chat with a model in the terminal, one message per line (/reset, /exit); stdin may be piped."""
     try:
         from .chat import run_chat
 
-        engine = _engine(target, device)
+        engine = _engine(target, device, trust_remote_code=trust_remote_code)
         run_chat(engine, sys.stdin, sys.stdout, system=system, max_tokens=max_tokens, temperature=temperature)
     except FtxError as exc:
         _fail(exc)
@@ -89,9 +95,10 @@ def chat(target: Path, system: str | None, max_tokens: int | None, temperature: 
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Most tokens per reply.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None,
               help="0 for greedy; default: the model's generation config.")
+@_trust
 @_device
 def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int | None, temperature: float | None,
-             device: str) -> None:
+             trust_remote_code: bool, device: str) -> None:
     """Generate a reply to every prompt of a JSONL file."""
     try:
         from ftx.api import write_text_atomic
@@ -99,7 +106,7 @@ def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int 
         from .chat import generate_file, read_prompts
 
         rows = read_prompts(input_path)
-        engine = _engine(target, device)
+        engine = _engine(target, device, trust_remote_code=trust_remote_code)
         out = generate_file(engine, rows, max_tokens=max_tokens, temperature=temperature, echo=_echo)
         write_text_atomic(Path(output_path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
     except FtxError as exc:
@@ -122,9 +129,11 @@ def generate(target: Path, input_path: Path, output_path: Path, max_tokens: int 
               help="Largest request body; larger ones get a 413.")
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               metavar="SECONDS", help="Longest a whole (non-streamed) reply may take; slower ones get a 504.")
+@_trust
 @_device
 def serve(target: Path, host: str, port: int, model_name: str | None, backend: str, log_level: str,
-          api_key: str | None, max_request_bytes: int, request_timeout: float, device: str) -> None:
+          api_key: str | None, max_request_bytes: int, request_timeout: float, trust_remote_code: bool,
+          device: str) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     try:
         from .server import check_port, exposure_warning
@@ -141,7 +150,7 @@ def serve(target: Path, host: str, port: int, model_name: str | None, backend: s
             source = find_model(target)
             engine: Any = VllmEngine(source.model_dir, model_name or source.name)
         else:
-            engine = _engine(target, device, model_name)
+            engine = _engine(target, device, model_name, trust_remote_code)
         guarded = " (API key required)" if api_key else ""
         _echo(f"serving {engine.name!r} ({engine.backend}) on http://{host}:{port}/v1{guarded}")
         run_server(engine, host=host, port=port, log_level=log_level, api_key=api_key or None,

@@ -48,8 +48,12 @@ class ExportRefused(FtxError):
 def export_model(
     path: Path, to: Path, *, mode: Mode = "auto", overwrite: bool = False, smoke_test: bool = True,
     smoke_prompts: int = 4, smoke_max_tokens: int | None = None, device: str = "auto", echo: Echo = print,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Export the model of a run (or model) folder to ``to``; returns what ``ftx_export.json`` holds."""
+    """Export the model of a run (or model) folder to ``to``; returns what ``ftx_export.json`` holds.
+
+    ``trust_remote_code``: a run whose recipe set ``model.trust_remote_code`` loads only with it
+    (``--trust-remote-code``), as ``ftx run`` does."""
     quiet()
     source = find_model(Path(path))
     to = _check_target(Path(to), source, overwrite)
@@ -57,12 +61,13 @@ def export_model(
     to.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.", suffix=".tmp", dir=to.parent))
     try:
-        info = _write_export(source, tmp, mode, echo)
+        info = _write_export(source, tmp, mode, echo, trust_remote_code)
         if not info["causal_lm"]:
             echo("smoke test: not applicable (the model has no language-model head)")
             info["smoke_test"] = "not applicable"
         elif smoke_test:
-            info["smoke_test"] = _smoke(source, tmp, mode, smoke_prompts, smoke_max_tokens, device, echo)
+            info["smoke_test"] = _smoke(source, tmp, mode, smoke_prompts, smoke_max_tokens, device, echo,
+                                        trust_remote_code)
         else:
             echo("smoke test: skipped (--no-smoke-test)")
             info["smoke_test"] = "skipped"
@@ -116,7 +121,8 @@ def _ftx_version() -> str:
         return "0+unknown"
 
 
-def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dict[str, Any]:
+def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo, trust_remote_code: bool = False
+                  ) -> dict[str, Any]:
     """Weights, tokenizer and generation config into ``tmp``; the export's description."""
     config = _model_config(source.model_dir)
     causal = any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ["ForCausalLM"])
@@ -125,7 +131,8 @@ def _write_export(source: ModelSource, tmp: Path, mode: Mode, echo: Echo) -> dic
         shutil.copytree(source.model_dir, tmp, dirs_exist_ok=True)
         kind, model = "adapter", None
     elif not source.is_full or causal:
-        model = merged_model(source, echo) if not source.is_full else load_causal_lm(source.model_dir, "cpu")
+        model = (merged_model(source, echo, trust_remote_code) if not source.is_full
+                 else load_causal_lm(source.model_dir, "cpu"))
         model.config.use_cache = True  # training may have switched the KV cache off; inference wants it
         model.save_pretrained(tmp)
         kind = "full" if source.is_full else "merged"
@@ -186,8 +193,8 @@ def write_generation_config(folder: Path, model_dir: Path, model: Any, tokenizer
             {"id": end, "token": tokenizer.convert_ids_to_tokens(end)}}
 
 
-def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | None, device: str, echo: Echo
-           ) -> dict[str, Any]:
+def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | None, device: str, echo: Echo,
+           trust_remote_code: bool = False) -> dict[str, Any]:
     """Load the export as users will, generate on held-out prompts, and fail unless every reply stopped."""
     from transformers import GenerationConfig
 
@@ -196,7 +203,8 @@ def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | No
     inputs = smoke_inputs(source.run_dir, count, echo)
     device = pick_device(device)
     if mode == "adapter":
-        model, _ = load_for_inference(ModelSource(tmp, source.run_dir), device=device, echo=echo)
+        model, _ = load_for_inference(ModelSource(tmp, source.run_dir), device=device, echo=echo,
+                                      trust_remote_code=trust_remote_code)
     else:
         model = load_causal_lm(tmp, device)
     tokenizer = load_tokenizer(tmp)
@@ -210,7 +218,7 @@ def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | No
     return report.as_dict()
 
 
-def merged_model(source: ModelSource, echo: Echo) -> Any:
+def merged_model(source: ModelSource, echo: Echo, trust_remote_code: bool = False) -> Any:
     """The adapter merged into its base by the method that saved it, as a plain transformers model on the CPU.
 
     The adapter is first loaded exactly as it trained (a QLoRA base in 4 bits); the method's merge then
@@ -218,4 +226,4 @@ def merged_model(source: ModelSource, echo: Echo) -> Any:
     """
     from ftx.api import load_trained, merge_trained
 
-    return merge_trained(load_trained(source, device="cpu", echo=echo)).eval()
+    return merge_trained(load_trained(source, device="cpu", echo=echo, trust_remote_code=trust_remote_code)).eval()

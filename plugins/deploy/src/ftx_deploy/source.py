@@ -64,8 +64,9 @@ def load_causal_lm(folder: str | Path, device: str, dtype: Any = "auto") -> Any:
     return model.to(device).eval()
 
 
-def load_for_inference(source: ModelSource, *, device: str = "auto", echo: Echo | None = None) -> tuple[Any, Any]:
+def load_for_inference(source: ModelSource, *, device: str = "auto", echo: Echo | None = None,
+                       trust_remote_code: bool = False) -> tuple[Any, Any]:
     """``(model, tokenizer)`` ready to generate: a run's adapter on its base as trained, else the saved model."""
     quiet()
-    trained = load_trained(source, device=device, echo=echo)
+    trained = load_trained(source, device=device, echo=echo, trust_remote_code=trust_remote_code)
     return trained.model.eval(), trained.tokenizer
