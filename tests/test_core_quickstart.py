@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ftx.errors import RecipeError
+from ftx.errors import OutputRefused
 from ftx.rundir import prepare_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,15 +71,15 @@ def test_quickstart_model_loads_with_plain_transformers_and_stops(quickstart_run
 
 def test_non_empty_output_is_refused_without_a_flag(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(RecipeError, match="--resume.*--overwrite"):
+    with pytest.raises(OutputRefused, match="--resume.*--overwrite"):
         prepare_run_dir(tmp_path)
-    with pytest.raises(RecipeError, match="not an ftx run folder"):
+    with pytest.raises(OutputRefused, match="not an ftx run folder"):
         prepare_run_dir(tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_overwrite_replaces_an_ftx_run_folder(tmp_path):
-    (tmp_path / "recipe.lock.toml").write_text("")
+    (tmp_path / "recipe.lock.toml").write_text('[ftx]\nversion = "0.1.0"\n')  # what ftx writes: an [ftx] table
     (tmp_path / "model").mkdir()
     assert prepare_run_dir(tmp_path, overwrite=True) == tmp_path.resolve()
     assert list(tmp_path.iterdir()) == []
@@ -88,5 +88,5 @@ def test_overwrite_replaces_an_ftx_run_folder(tmp_path):
 def test_output_that_is_a_link_is_refused(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    with pytest.raises(RecipeError, match="symbolic link"):
+    with pytest.raises(OutputRefused, match="symbolic link"):
         prepare_run_dir(tmp_path / "link")
