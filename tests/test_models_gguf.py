@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from ftx.errors import RunError
 from ftx.models import gguf as gguf_module
 from ftx.models.gguf import MARKER, file_sha256, gguf_folder, is_gguf

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ftx_hookspecs import ChatExample
-
 from ftx.data.tokenize import IGNORE_INDEX, tokenize_chat
 from ftx.generation import stop_token_ids
 from ftx.models.templates import template_end_of_turn
 from ftx.recipe.schema import ModelSection
+from ftx_hookspecs import ChatExample
 
 REPO = Path(__file__).resolve().parents[1]
 GGUF = REPO.parent / "shared" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -120,9 +119,8 @@ def _greedy_ids(model, tokenizer, question: str, max_new_tokens: int) -> list[in
 def test_loading_through_ftx_changes_no_greedy_token(smollm2_folder, smollm2_tokenizer):
     """ftx's cached folder gives the same greedy reply as transformers reading the GGUF file itself."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ftx.models.loading import load_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     section = ModelSection(name=str(GGUF), dtype="float32")
     ours = load_model(section, str(smollm2_folder), head="causal-lm", device="cpu", tokenizer=smollm2_tokenizer, extra={})
@@ -139,10 +137,9 @@ def test_lora_steps_then_export_loads_plainly_and_stops_at_im_end(smollm2_folder
     test passing) that ends its greedy reply with <|im_end|> under its own generation config."""
     import torch
     from click.testing import CliRunner
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ftx.cli import main
     from ftx.demo_data import ROUTING_INSTRUCTION, routing_rows, write_jsonl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     data = write_jsonl(routing_rows(24, seed=3), tmp_path / "routing.jsonl")
     recipe = write_recipe({
