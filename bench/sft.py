@@ -46,7 +46,7 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 """The LoRA setting of both sides of the LoRA comparison (all linear layers)."""
 
 
-def run_ftx(model: str, steps: int, workdir: Path, method: str = "full") -> float:
+def run_ftx(model: str, steps: int, workdir: Path, method: str = "full", overrides: tuple[str, ...] = ()) -> float:
     """Seconds per step of ftx's training (the sft objective on Trainer, with ftx's guards)."""
     from ftx.plugins import make_plugin_manager
     from ftx.runner import run_recipe
@@ -71,7 +71,7 @@ def run_ftx(model: str, steps: int, workdir: Path, method: str = "full") -> floa
     )
     manager = make_plugin_manager(extra_plugins=[StepClock()])
     out = workdir / f"run-{time.time_ns()}"
-    run_recipe(manager.load_recipe(recipe), manager, output=out, echo=lambda _m: None)
+    run_recipe(manager.load_recipe(recipe, overrides), manager, output=out, echo=lambda _m: None)
     return steady_seconds_per_step(clock, WARMUP)[0] if steps > WARMUP else 0.0
 
 

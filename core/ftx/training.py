@@ -89,6 +89,7 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         "data_seed": train.seed,
         "use_cpu": ctx.device == "cpu",
         _checkpointing_key(cls): train.gradient_checkpointing,
+        "torch_compile": train.compile,
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
         "disable_tqdm": not os.isatty(2) and not os.environ.get("FTX_PROGRESS"),
