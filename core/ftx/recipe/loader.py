@@ -208,7 +208,7 @@ def _resolve_model_name(name: str, base: Path) -> str:
     if name.startswith("builtin:"):
         return name
     full = _absolute(name, base)
-    if full.exists() or name.startswith((".", "/", "~")):
+    if full.exists() or name.startswith((".", "/", "~")) or name.lower().endswith(".gguf"):
         return str(full)
     return name
 
