@@ -67,11 +67,30 @@ def _constant_bytes(quant: Any, seen: set[int]) -> int:
     return total
 
 
-def peak_memory(device: str) -> dict[str, float]:
-    """Peak resident memory of this process (MiB), and peak CUDA memory where a GPU was used."""
+def _linux_peak_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _rusage_peak_rss_mib() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_mib = rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-    out = {"peak_rss_mib": round(rss_mib, 1)}
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def peak_memory(device: str) -> dict[str, float]:
+    """Peak resident memory of this process (MiB), and peak CUDA memory where a GPU was used.
+
+    On Linux the peak is ``VmHWM`` of /proc/self/status: ``getrusage``'s ``ru_maxrss`` survives fork and
+    exec, so a run started from a large process (a test session, a notebook) would report that process's
+    size as its own.
+    """
+    out = {"peak_rss_mib": round(_linux_peak_rss_mib() or _rusage_peak_rss_mib(), 1)}
     if device == "cuda":
         import torch
 
