@@ -57,6 +57,7 @@ def test_flop_count_uses_the_parameters_that_do_matrix_work(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_smoke_run_reports_every_part(tmp_path, ftx_home):
     results = tmp_path / "results.json"
     env = {**os.environ, "FTX_BENCH_RESULTS": str(results), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

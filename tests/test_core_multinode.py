@@ -35,6 +35,7 @@ def _losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_two_nodes_of_one_process_equal_one_node_of_two(tmp_path, ftx_home):
     assert TINY_TEST_CONFIG
     recipe = tmp_path / "r.toml"

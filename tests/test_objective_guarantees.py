@@ -104,7 +104,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, ftx_home: Path) -> A
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(OBJECTIVES))
+@pytest.mark.parametrize("name", [n if n == "sft" else pytest.param(n, marks=pytest.mark.long) for n in OBJECTIVES])
 def test_sigterm_then_sigkill_then_resume_equals_an_uninterrupted_run(name, uninterrupted, tmp_path):
     recipe, straight = uninterrupted(name)
     out = tmp_path / "run"

@@ -35,6 +35,7 @@ def _study(storage: str):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_two_workers_share_the_trials_and_survive_a_killed_one(tmp_path, ftx_home):
     from optuna.trial import TrialState
 
