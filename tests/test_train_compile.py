@@ -14,6 +14,7 @@ def _losses(run) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a cold inductor cache compiles C++ for minutes on 2 cores
 def test_compiled_training_compiles_and_matches_eager(tiny_dataset, write_recipe, run_recipe, tmp_path):
     import torch._dynamo
 
