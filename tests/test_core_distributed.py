@@ -49,6 +49,7 @@ def _losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ftx_home):
     config = "{" + ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items()) + "}"
     recipe = tmp_path / "r.toml"

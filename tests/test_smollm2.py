@@ -116,6 +116,7 @@ def _greedy_ids(model, tokenizer, question: str, max_new_tokens: int) -> list[in
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_loading_through_ftx_changes_no_greedy_token(smollm2_folder, smollm2_tokenizer):
     """ftx's cached folder gives the same greedy reply as transformers reading the GGUF file itself."""
     import torch
