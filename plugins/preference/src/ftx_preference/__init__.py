@@ -1,10 +1,11 @@
 """ftx plugin: preference tuning. Objectives ``reward`` (a reward model trained on preference pairs),
-``dpo`` (direct preference optimisation on TRL's ``DPOTrainer``) and ``kto`` (Kahneman-Tversky
-optimisation on TRL's ``KTOTrainer``), and the ``preference`` evaluator that scores either kind of
+``dpo`` (direct preference optimisation on TRL's ``DPOTrainer``), ``kto`` (Kahneman-Tversky
+optimisation on TRL's ``KTOTrainer``), the reference-free ``orpo`` (TRL's ``ORPOTrainer``), ``cpo``
+and ``simpo`` (TRL's ``CPOTrainer``), and the ``preference`` evaluator that scores either kind of
 model on held-out pairs before and after training.
 
-Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo`,
-:mod:`ftx_preference.kto` and :mod:`ftx_preference.evaluator`, imported only when a recipe selects them.
+Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo`, :mod:`ftx_preference.kto`,
+:mod:`ftx_preference.contrastive` and :mod:`ftx_preference.evaluator`, imported only when a recipe selects them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ DPO_LOSSES = (
 """The loss variants of TRL's DPOTrainer (1.x); several can be combined with ``loss_weights``."""
 
 Render = Literal["auto", "chat", "plain"]
+
+
+def max_prompt_length_field() -> Any:
+    """The ``max_prompt_length`` option every pairwise objective has (one definition, one help text)."""
+    return Field(None, gt=0, description="prompts longer than this many tokens are cut from the start; "
+                                         "default: half of data.max_length")
+
+
 RENDER_HELP = ("how prompt and answer become text: 'chat' through the chat template (decoders), 'plain' as a text "
                "pair (encoders such as BERT/MiniLM); 'auto' picks 'plain' for tokenizers with [CLS]/[SEP]")
 
@@ -54,9 +63,7 @@ class DPOOptions(Options):
     precompute_ref_log_probs: bool = Field(
         False, description="compute the reference log-probs once before training; no reference model kept in memory"
     )
-    max_prompt_length: int | None = Field(
-        None, gt=0, description="prompts longer than this many tokens are cut from the start; default: half of data.max_length"
-    )
+    max_prompt_length: int | None = max_prompt_length_field()
 
     @field_validator("loss_type")
     @classmethod
@@ -86,15 +93,74 @@ class KTOOptions(Options):
     precompute_ref_log_probs: bool = Field(
         False, description="compute the reference log-probs once before training; no reference model kept in memory"
     )
-    max_prompt_length: int | None = Field(
-        None, gt=0, description="prompts longer than this many tokens are cut from the start; default: half of data.max_length"
-    )
+    max_prompt_length: int | None = max_prompt_length_field()
 
     def memory_plan(self, shape: Any, plan: Any) -> Any:
         """For ``ftx plan``: the reference model (:mod:`ftx_preference.memory`)."""
         from .memory import kto_plan
 
         return kto_plan(self, shape, plan)
+
+
+class ORPOOptions(Options):
+    """``[objective] use = "orpo"``: odds-ratio preference optimisation, SFT and preference in one stage.
+
+    The loss is the SFT loss on the chosen answers plus ``beta`` times -log sigmoid of the log odds
+    ratio odds(chosen) / odds(rejected). No reference model is kept, so it costs about what SFT costs
+    (two answers per example); start from a base model, no SFT stage first.
+    """
+
+    beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term beside the SFT loss (lambda in the paper)")
+    max_prompt_length: int | None = max_prompt_length_field()
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: no reference model, two sequences per example (:mod:`ftx_preference.memory`)."""
+        from .memory import reference_free_plan
+
+        return reference_free_plan("orpo", plan)
+
+
+class CPOOptions(Options):
+    """``[objective] use = "cpo"``: contrastive preference optimisation, DPO without a reference model.
+
+    The loss is a preference loss on the policy's own log-probabilities, -log sigmoid(beta * (log
+    p(chosen) - log p(rejected))) for ``sigmoid``, plus ``sft_weight`` times the SFT loss on the chosen
+    answers, which keeps the model from drifting where a reference would.
+    """
+
+    beta: float = Field(0.1, gt=0, description="temperature of the preference loss; higher separates answers harder")
+    loss_type: Literal["sigmoid", "hinge", "ipo"] = Field("sigmoid", description="preference loss on the log-prob gap")
+    sft_weight: float = Field(1.0, ge=0, description="weight of the SFT loss on the chosen answers (cpo_alpha)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="sigmoid loss: assumed share of flipped labels")
+    max_prompt_length: int | None = max_prompt_length_field()
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: no reference model, two sequences per example (:mod:`ftx_preference.memory`)."""
+        from .memory import reference_free_plan
+
+        return reference_free_plan("cpo", plan)
+
+
+class SimPOOptions(Options):
+    """``[objective] use = "simpo"``: simple preference optimisation, reference-free and length-normalised.
+
+    The implicit reward of an answer is ``beta`` times its mean token log-probability (so long answers
+    win no advantage by length); the loss is -log sigmoid(reward(chosen) - reward(rejected) - ``gamma``),
+    asking for a margin of at least ``gamma``. ``sft_weight > 0`` adds the SFT loss on the chosen
+    answers (CPO-SimPO).
+    """
+
+    beta: float = Field(2.0, gt=0, description="scale of the length-normalised reward (the paper uses 2 to 10)")
+    gamma: float = Field(1.0, ge=0, description="target reward margin between chosen and rejected (the paper: 0.5 to 1.6)")
+    sft_weight: float = Field(0.0, ge=0, description="weight of the SFT loss on the chosen answers; > 0 is CPO-SimPO")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed share of flipped labels")
+    max_prompt_length: int | None = max_prompt_length_field()
+
+    def memory_plan(self, shape: Any, plan: Any) -> Any:
+        """For ``ftx plan``: no reference model, two sequences per example (:mod:`ftx_preference.memory`)."""
+        from .memory import reference_free_plan
+
+        return reference_free_plan("simpo", plan)
 
 
 class PreferenceEvalOptions(Options):
@@ -132,6 +198,27 @@ def ftx_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
         summary="Kahneman-Tversky optimisation (TRL KTOTrainer): each pair's answers as desirable / undesirable.",
         factory="ftx_preference.kto:KTOObjective",
         options=KTOOptions,
+        example_kind="preference",
+    ))
+    register(ObjectiveSpec(
+        name="orpo",
+        summary="Odds-ratio preference optimisation (TRL ORPOTrainer): SFT + preference in one stage, no reference.",
+        factory="ftx_preference.contrastive:ORPOObjective",
+        options=ORPOOptions,
+        example_kind="preference",
+    ))
+    register(ObjectiveSpec(
+        name="cpo",
+        summary="Contrastive preference optimisation (TRL CPOTrainer): DPO-style loss without a reference, plus SFT.",
+        factory="ftx_preference.contrastive:CPOObjective",
+        options=CPOOptions,
+        example_kind="preference",
+    ))
+    register(ObjectiveSpec(
+        name="simpo",
+        summary="SimPO (TRL CPOTrainer): reference-free, length-normalised reward with a target margin.",
+        factory="ftx_preference.contrastive:SimPOObjective",
+        options=SimPOOptions,
         example_kind="preference",
     ))
 

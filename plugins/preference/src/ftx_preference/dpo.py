@@ -1,4 +1,9 @@
-"""The ``dpo`` objective on TRL's DPOTrainer, fed from ftx's prepared preference examples."""
+"""The ``dpo`` objective on TRL's DPOTrainer, fed from ftx's prepared preference examples.
+
+The pieces every pairwise objective shares (the preference examples of a run, TRL's conversational
+rows, the figures reported after training) live here too; ``orpo``, ``cpo`` and ``simpo``
+(:mod:`ftx_preference.contrastive`) use them.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,36 @@ def conversational_rows(examples: list[PreferenceExample], tokenizer: Any, promp
         }
         for e in examples
     ]
+
+
+def preference_pairs(ctx: RunContext, objective: str) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    """The run's training and held-out preference pairs; a clear error when the data has none."""
+    train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
+    evals = [e for e in ctx.data.eval if isinstance(e, PreferenceExample)]
+    if not train:
+        raise DataError(f"the {objective} objective needs preference examples (data.format = \"preference\")")
+    return train, evals
+
+
+def pair_datasets(train: list[PreferenceExample], evals: list[PreferenceExample], tokenizer: Any, prompt_budget: int,
+                  args: Any) -> tuple[Any, Any]:
+    """``datasets.Dataset`` of the training rows, and of the held-out rows when the run evaluates during training."""
+    from datasets import Dataset
+
+    train_set = Dataset.from_list(conversational_rows(train, tokenizer, prompt_budget))
+    eval_set = (Dataset.from_list(conversational_rows(evals, tokenizer, prompt_budget))
+                if evals and args.eval_strategy != "no" else None)
+    return train_set, eval_set
+
+
+def pairwise_figures(result: TrainResult, pairs: int) -> TrainResult:
+    """Add the pair count and the last logged implicit-reward margin and accuracy (TRL's ``rewards/*``)."""
+    result.metrics["pairs"] = float(pairs)
+    for key in ("rewards/margins", "rewards/accuracies"):
+        last = next((h[key] for h in reversed(result.history) if key in h), None)
+        if last is not None:
+            result.metrics["final_" + key.replace("rewards/", "reward_")] = float(last)
+    return result
 
 
 def is_peft_model(model: Any) -> bool:
@@ -51,15 +86,12 @@ class DPOObjective:
         self.options = options
 
     def train(self, model: Any, ctx: RunContext) -> TrainResult:
-        from datasets import Dataset, disable_progress_bars
+        from datasets import disable_progress_bars
         from trl import DPOConfig, DPOTrainer
 
         disable_progress_bars()  # TRL's dataset preparation; ftx prints its own progress
 
-        train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
-        evals = [e for e in ctx.data.eval if isinstance(e, PreferenceExample)]
-        if not train:
-            raise DataError("the dpo objective needs preference examples (data.format = \"preference\")")
+        train, evals = preference_pairs(ctx, "dpo")
         opts = self.options
         loss_type = [opts.loss_type] if isinstance(opts.loss_type, str) else list(opts.loss_type)
         args = ctx.training_arguments(
@@ -76,22 +108,17 @@ class DPOObjective:
         ref = reference_model(model, opts)
         ctx.echo("  reference: " + ("frozen adapter copy over the shared base" if is_peft_model(model)
                                     else "precomputed log-probs" if ref is None else "frozen copy of the model"))
+        train_set, eval_set = pair_datasets(train, evals, ctx.tokenizer, budget, args)
         trainer = DPOTrainer(
             model=model,
             ref_model=ref,
             args=args,
-            train_dataset=Dataset.from_list(conversational_rows(train, ctx.tokenizer, budget)),
-            eval_dataset=(Dataset.from_list(conversational_rows(evals, ctx.tokenizer, budget))
-                          if evals and args.eval_strategy != "no" else None),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
             processing_class=ctx.tokenizer,
         )
         result = ctx.fit(trainer)
         if is_peft_model(model) and "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")  # TRL's frozen reference copy; only the trained adapter is saved
-        result.metrics["pairs"] = float(len(train))
-        for key in ("rewards/margins", "rewards/accuracies"):
-            last = next((h[key] for h in reversed(result.history) if key in h), None)
-            if last is not None:
-                result.metrics["final_" + key.replace("rewards/", "reward_")] = float(last)
         del ref
-        return result
+        return pairwise_figures(result, len(train))

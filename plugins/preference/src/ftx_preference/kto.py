@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftx.errors import DataError
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
 from . import KTOOptions
-from .dpo import is_peft_model, reference_model
+from .dpo import is_peft_model, preference_pairs, reference_model
 from .encoding import fit_prompt
 
 
@@ -34,10 +33,7 @@ class KTOObjective:
         from trl import KTOConfig, KTOTrainer
 
         disable_progress_bars()
-        train = [e for e in ctx.data.train if isinstance(e, PreferenceExample)]
-        evals = [e for e in ctx.data.eval if isinstance(e, PreferenceExample)]
-        if not train:
-            raise DataError("the kto objective needs preference examples (data.format = \"preference\")")
+        train, evals = preference_pairs(ctx, "kto")
         opts = self.options
         args = ctx.training_arguments(
             KTOConfig,

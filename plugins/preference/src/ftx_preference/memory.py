@@ -1,8 +1,9 @@
-"""What the dpo and kto objectives add to training memory, for ``ftx plan`` (``memory_plan`` of their options).
+"""What the dpo, kto, orpo, cpo and simpo objectives add to training memory, for ``ftx plan`` (``memory_plan`` of their options).
 
 A reference model: none with ``precompute_ref_log_probs``, none with an adapter method (the base with
 its adapters off is the reference), else a frozen copy of the weights. DPO also puts chosen and
-rejected answers through the model in one pass: two sequences per example. No torch is imported.
+rejected answers through the model in one pass: two sequences per example; so do the reference-free
+orpo, cpo and simpo, which keep no reference model. No torch is imported.
 """
 
 from __future__ import annotations
@@ -33,3 +34,9 @@ def dpo_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
 def kto_plan(options: Any, shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
     """A reference model (see :func:`reference_plan`); one answer per example."""
     return reference_plan(options, "kto", plan)
+
+
+def reference_free_plan(objective: str, plan: MemoryPlan) -> MemoryPlan:
+    """No reference model; chosen plus rejected answers in each forward pass (orpo, cpo, simpo)."""
+    note = f"{objective} keeps no reference model; chosen and rejected answers go through the model together"
+    return replace(plan, sequences_per_example=2, notes=(*plan.notes, note))
