@@ -9,7 +9,13 @@ result, so a second run with the same inputs reads the stored ids and any change
 * the tokenizer: its serialized vocabulary, merges, normalizer and added tokens, its special tokens;
 * the chat template text;
 * the options: ``max_length``, ``overlength``, ``train_on``, ``strict``;
-* the code: this module's format version and the source of :mod:`ftx.data.tokenize`.
+* the code: this module's format version and the source of the tokenising modules.
+
+Tokens stream to disk a chunk at a time (:mod:`ftx.data.encode`) as flat ``int32`` ids and labels
+with ``int64`` offsets per split, and are read back lazily as :class:`~ftx.data.store.TokenizedSplit`
+(NumPy arrays per example; no Python list of all tokens is ever built), so a hit costs reading the
+offsets and a miss holds one chunk at a time. The manifest keeps the per-split totals (tokens,
+trained tokens, answers cut at ``max_length``) that summaries need.
 
 Entries are written to a temporary folder and renamed into place, so a crashed or concurrent
 preparation never leaves a half-written entry that a later run would trust; the manifest records
@@ -19,14 +25,12 @@ every file's size, and an entry whose files were cut short or changed since is r
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
-from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,19 +40,27 @@ from ftx_hookspecs import ChatExample, Example
 from ..errors import DataError
 from ..paths import ftx_home
 from . import chat as chat_module
-from . import tokenize as tokenize_module
-from .tokenize import Tokenized, tokenize_all
+from .tokenize import IGNORE_INDEX, Tokenized
 
-CACHE_FORMAT = "1"
-"""Bump when the stored layout changes."""
+CACHE_FORMAT = "2"
+"""Bump when the stored layout changes (2: streamed arrays, per-split totals, per-example digests in the key)."""
+
+IN_MEMORY_TOKENS = 1 << 22
+"""Splits of up to this many tokens (32 MiB of ids and labels) are held in memory; larger ones are read from disk."""
+
+_CODE_MODULES = ("tokenize.py", "chat.py", "encode.py", "layout.py", "cache.py")
+"""The modules whose source is part of the key: a change to how tokens are made rebuilds every entry."""
 
 
 @dataclass
 class TokenizeResult:
-    """Tokenised train and eval examples, what was dropped and why, and whether the cache served them."""
+    """Tokenised train and eval examples, what was dropped and why, and whether the cache served them.
 
-    train: list[Tokenized]
-    eval: list[Tokenized]
+    ``train`` and ``eval`` are :class:`~ftx.data.store.TokenizedSplit` sequences of :class:`Tokenized`
+    (read from disk on demand; ``.features()`` gives ``Trainer`` a lazy dataset of arrays)."""
+
+    train: Sequence[Tokenized]
+    eval: Sequence[Tokenized]
     dropped: dict[str, int] = field(default_factory=dict)
     first_bad: dict[str, str] = field(default_factory=dict)
     key: str = ""
@@ -56,17 +68,27 @@ class TokenizeResult:
     path: Path | None = None
 
 
-def examples_digest(examples: Sequence[Example]) -> str:
-    """A hash of the examples' content (kind and fields, not where they came from), in order."""
+def example_digest(example: Example) -> bytes:
+    """16 bytes that change with the example's content (kind, fields and tools, not where it came from)."""
+    # repr of plain str/list/dict values is exact and much faster than JSON; a different key
+    # order from a changed converter only costs a rebuild
+    fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
+    if example.meta.get("tools"):  # the tool list is rendered into the prompt
+        fields.append(("tools", example.meta["tools"]))
+    text = repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def examples_digest(examples: Iterable[Example]) -> str:
+    """A hash of the examples' content, in order: SHA-256 over their :func:`example_digest` values.
+
+    A sequence that carries its digest (a stored split, :class:`~ftx.data.store.StoredExamples`) is not read."""
+    carried = getattr(examples, "digest", None)
+    if isinstance(carried, str):
+        return carried
     h = hashlib.sha256()
     for example in examples:
-        # repr of plain str/list/dict values is exact and much faster than JSON; a different key
-        # order from a changed converter only costs a rebuild
-        fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
-        if example.meta.get("tools"):  # the tool list is rendered into the prompt
-            fields.append(("tools", example.meta["tools"]))
-        h.update(repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
+        h.update(example_digest(example))
     return h.hexdigest()
 
 
@@ -90,7 +112,8 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 def _code_digest() -> str:
-    source = Path(tokenize_module.__file__).read_bytes() + Path(chat_module.__file__).read_bytes()
+    folder = Path(chat_module.__file__).parent
+    source = b"".join((folder / name).read_bytes() for name in _CODE_MODULES)
     return hashlib.sha256(source + CACHE_FORMAT.encode()).hexdigest()
 
 
@@ -115,36 +138,126 @@ def data_cache_root() -> Path:
     return ftx_home() / "data"
 
 
-def _write_split(folder: Path, name: str, items: Sequence[Tokenized]) -> None:
-    offsets = array("q", [0])
-    ids = array("i")
-    labels = array("i")
-    for item in items:
-        ids.extend(item.input_ids)
-        labels.extend(item.labels)
-        offsets.append(len(ids))
-    for suffix, values in (("ids", ids), ("labels", labels), ("offsets", offsets)):
-        with open(folder / f"{name}.{suffix}", "wb") as handle:
-            values.tofile(handle)
+def stop_ids(tokenizer: Any) -> set[int]:
+    """End-of-sequence and end-of-turn ids: an answer cut at ``max_length`` that ends on one of them is whole."""
+    stops = {i for i in (getattr(tokenizer, "eos_token_id", None),) if isinstance(i, int)}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        found = tokenizer.convert_tokens_to_ids(token) if hasattr(tokenizer, "convert_tokens_to_ids") else None
+        if isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None):
+            stops.add(found)
+    return stops
 
 
-def _read_array(path: Path, typecode: str) -> array:
-    values = array(typecode)
-    with open(path, "rb") as handle:
-        values.frombytes(handle.read())
-    return values
+class _SplitWriter:
+    """Collects one split's chunks: to files (a cache entry) or in memory; counts the totals as it goes."""
+
+    def __init__(self, folder: Path | None, name: str, stops: set[int], max_length: int) -> None:
+        import numpy as np
+
+        self.np = np
+        self.folder, self.name = folder, name
+        self.stops = np.asarray(sorted(stops), dtype=np.int64)
+        self.max_length = max_length
+        self.lengths: list[Any] = []
+        self.parts: list[tuple[Any, Any]] = []
+        self.stats = {"tokens": 0, "trained": 0, "cut": 0, "max_length": max_length}
+        self.handles = None
+        if folder is not None:
+            self.handles = (open(folder / f"{name}.ids", "wb"), open(folder / f"{name}.labels", "wb"))  # noqa: SIM115
+
+    def add(self, chunk: Any) -> None:
+        np = self.np
+        if self.handles is not None:
+            chunk.ids.tofile(self.handles[0])
+            chunk.labels.tofile(self.handles[1])
+        if self.handles is None or self.stats["tokens"] + len(chunk.ids) <= IN_MEMORY_TOKENS:
+            self.parts.append((chunk.ids, chunk.labels))
+        else:
+            self.parts = []  # too large to hold: read back from the files
+        self.lengths.append(chunk.lengths)
+        self.stats["tokens"] += int(len(chunk.ids))
+        self.stats["trained"] += int(np.count_nonzero(chunk.labels != IGNORE_INDEX))
+        if len(chunk.lengths):
+            last = np.cumsum(chunk.lengths) - 1
+            full = (chunk.lengths >= self.max_length) & (chunk.lengths > 0)
+            ends = last[full]
+            self.stats["cut"] += int(np.count_nonzero((chunk.labels[ends] != IGNORE_INDEX)
+                                                      & ~np.isin(chunk.ids[ends], self.stops)))
+
+    def finish(self) -> Any:
+        """The split as a :class:`~ftx.data.store.TokenizedSplit` (files opened before the entry is renamed)."""
+        from .store import TokenizedSplit
+
+        np = self.np
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))).astype(np.int64)
+        if self.handles is not None:
+            for handle in self.handles:
+                handle.close()
+            assert self.folder is not None
+            offsets.tofile(self.folder / f"{self.name}.offsets")
+            if self.stats["tokens"] > IN_MEMORY_TOKENS:
+                return TokenizedSplit(self.folder, self.name, offsets, stats=self.stats)
+        ids = np.concatenate([p[0] for p in self.parts]) if self.parts else np.zeros(0, dtype=np.int32)
+        labels = np.concatenate([p[1] for p in self.parts]) if self.parts else np.zeros(0, dtype=np.int32)
+        return TokenizedSplit(self.folder, self.name, offsets, arrays=(ids, labels), stats=self.stats)
+
+    def abandon(self) -> None:
+        if self.handles is not None:
+            for handle in self.handles:
+                handle.close()
 
 
-def _read_split(folder: Path, name: str, count: int) -> list[Tokenized]:
-    """One split's examples; a file cut short or grown (a crash, a full disk, a copy) is a ValueError."""
-    ids = _read_array(folder / f"{name}.ids", "i").tolist()
-    labels = _read_array(folder / f"{name}.labels", "i").tolist()
-    offsets = _read_array(folder / f"{name}.offsets", "q").tolist()
-    if len(offsets) != count + 1 or offsets[0] != 0 or offsets[-1] != len(ids) or len(labels) != len(ids):
+def _tokenize_splits(
+    tokenizer: Any, splits: dict[str, Sequence[Example]], folder: Path | None, options: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
+    """Tokenise each split chunk by chunk into ``folder`` (or memory); returns the splits and the drops."""
+    from .encode import ChunkEncoder
+
+    dropped: dict[str, int] = {}
+    first_bad: dict[str, str] = {}
+    max_length = int(options["max_length"])
+    encoder = ChunkEncoder(tokenizer, max_length, options["overlength"], options["train_on"], dropped, first_bad,
+                           bool(options["strict"]))
+    stops = stop_ids(tokenizer)
+    out: dict[str, Any] = {}
+    for name, examples in splits.items():
+        writer = _SplitWriter(folder, name, stops, max_length)
+        try:
+            for chunk in encoder.chunks(examples):
+                writer.add(chunk)
+        except BaseException:
+            writer.abandon()
+            raise
+        out[name] = writer.finish()
+    return out, dropped, first_bad
+
+
+def _read_offsets(folder: Path, name: str, count: int) -> Any:
+    """One split's offsets; offsets that disagree with the ids and labels files are a ValueError."""
+    import numpy as np
+
+    offsets = np.fromfile(folder / f"{name}.offsets", dtype=np.int64)
+    ids_size = (folder / f"{name}.ids").stat().st_size
+    labels_size = (folder / f"{name}.labels").stat().st_size
+    if len(offsets) != count + 1 or offsets[0] != 0 or 4 * int(offsets[-1]) != ids_size or labels_size != ids_size:
         raise ValueError(f"cache entry {folder} is damaged ({name} split sizes disagree)")
-    if any(b < a for a, b in itertools.pairwise(offsets)):
+    if np.any(np.diff(offsets) < 0):
         raise ValueError(f"cache entry {folder} is damaged ({name} offsets out of order)")
-    return [Tokenized(ids[a:b], labels[a:b]) for a, b in itertools.pairwise(offsets)]
+    return offsets
+
+
+def _open_split(folder: Path, name: str, count: int, stats: dict[str, int]) -> Any:
+    """A stored split: read whole when small (a later change to the files cannot reach it), else read on demand."""
+    import numpy as np
+
+    from .store import TokenizedSplit
+
+    offsets = _read_offsets(folder, name, count)
+    if int(offsets[-1]) <= IN_MEMORY_TOKENS:
+        arrays = (np.fromfile(folder / f"{name}.ids", dtype=np.int32), np.fromfile(folder / f"{name}.labels", dtype=np.int32))
+        return TokenizedSplit(folder, name, offsets, arrays=arrays, stats=stats)
+    return TokenizedSplit(folder, name, offsets, stats=stats)
 
 
 def load_entry(folder: Path) -> TokenizeResult | None:
@@ -156,26 +269,27 @@ def load_entry(folder: Path) -> TokenizeResult | None:
         sizes = manifest.get("sizes")
         if not isinstance(sizes, dict) or any((folder / n).stat().st_size != size for n, size in sizes.items()):
             return None  # a file cut short or grown since it was written: rebuilt
-        train = _read_split(folder, "train", int(manifest["counts"]["train"]))
-        evals = _read_split(folder, "eval", int(manifest["counts"]["eval"]))
+        splits = {name: _open_split(folder, name, int(manifest["counts"][name]), dict(manifest["stats"][name]))
+                  for name in ("train", "eval")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return TokenizeResult(train, evals, dict(manifest["dropped"]), dict(manifest["first_bad"]),
+    return TokenizeResult(splits["train"], splits["eval"], dict(manifest["dropped"]), dict(manifest["first_bad"]),
                           manifest["key"], True, folder)
 
 
-def store_entry(folder: Path, result: TokenizeResult, parts: dict[str, Any]) -> None:
-    """Write an entry atomically: a temporary sibling folder renamed into place."""
+def _store(folder: Path, tokenizer: Any, train: Sequence[Example], evals: Sequence[Example], key: str,
+           parts: dict[str, Any], options: dict[str, Any]) -> TokenizeResult | None:
+    """Tokenise into a temporary sibling folder and rename it into place; ``None`` when the disk refuses."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _write_split(tmp, "train", result.train)
-        _write_split(tmp, "eval", result.eval)
+        splits, dropped, first_bad = _tokenize_splits(tokenizer, {"train": train, "eval": evals}, tmp, options)
         sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         manifest = {
-            "format": CACHE_FORMAT, "key": result.key, "parts": parts, "created": time.time(),
-            "counts": {"train": len(result.train), "eval": len(result.eval)}, "sizes": sizes,
-            "dropped": result.dropped, "first_bad": result.first_bad,
+            "format": CACHE_FORMAT, "key": key, "parts": parts, "created": time.time(),
+            "counts": {name: len(split) for name, split in splits.items()}, "sizes": sizes,
+            "stats": {name: split.stats for name, split in splits.items()},
+            "dropped": dropped, "first_bad": first_bad,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         if folder.exists():
@@ -183,6 +297,13 @@ def store_entry(folder: Path, result: TokenizeResult, parts: dict[str, Any]) -> 
         os.replace(tmp, folder)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # a cache that cannot be written is only slower
+        return None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for split in splits.values():
+        split.folder = folder
+    return TokenizeResult(splits["train"], splits["eval"], dropped, first_bad, key, False, folder)
 
 
 def tokenize_cached(
@@ -198,32 +319,27 @@ def tokenize_cached(
 ) -> TokenizeResult:
     """Tokenise train and eval examples through the cache (see the module docstring for the key)."""
     options = {"max_length": max_length, "overlength": overlength, "train_on": train_on, "strict": strict}
-    key, parts = cache_key(tokenizer, train, evals, options) if use_cache else ("", {})
-    folder = data_cache_root() / key if use_cache else None
-    if folder is not None and folder.is_dir():
-        found = load_entry(folder)
-        if found is not None:
-            return found
-    dropped: dict[str, int] = {}
-    first_bad: dict[str, str] = {}
-    train_tok = tokenize_all(tokenizer, train, max_length, overlength, train_on, dropped, first_bad=first_bad, strict=strict)
-    eval_tok = tokenize_all(tokenizer, evals, max_length, overlength, train_on, dropped, first_bad=first_bad, strict=strict)
-    result = TokenizeResult(train_tok, eval_tok, dropped, first_bad, key, False, folder)
-    if folder is not None:
-        store_entry(folder, result, parts)
-    return result
+    if use_cache:
+        key, parts = cache_key(tokenizer, train, evals, options)
+        folder = data_cache_root() / key
+        if folder.is_dir():
+            found = load_entry(folder)
+            if found is not None:
+                return found
+        stored = _store(folder, tokenizer, train, evals, key, parts, options)
+        if stored is not None:
+            return stored
+    splits, dropped, first_bad = _tokenize_splits(tokenizer, {"train": train, "eval": evals}, None, options)
+    return TokenizeResult(splits["train"], splits["eval"], dropped, first_bad, "", False, None)
 
 
 def cut_answers(items: Sequence[Tokenized], max_length: int, tokenizer: Any) -> int:
     """How many examples were cut inside a trained answer: full length, ending on a trained token that is not the
     end of a turn (an answer that ends exactly at the limit keeps its end-of-turn token and is not counted)."""
-    from .tokenize import IGNORE_INDEX
-
-    stops = {i for i in (getattr(tokenizer, "eos_token_id", None),) if isinstance(i, int)}
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        found = tokenizer.convert_tokens_to_ids(token) if hasattr(tokenizer, "convert_tokens_to_ids") else None
-        if isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None):
-            stops.add(found)
+    stats = getattr(items, "stats", None)
+    if isinstance(stats, dict) and stats.get("max_length") == max_length and isinstance(stats.get("cut"), int):
+        return int(stats["cut"])  # counted while tokenising, by the same rule
+    stops = stop_ids(tokenizer)
     return sum(1 for t in items if len(t.input_ids) >= max_length and t.labels and t.labels[-1] != IGNORE_INDEX
                and t.input_ids[-1] not in stops)
 

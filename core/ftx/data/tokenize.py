@@ -152,6 +152,28 @@ def tokenize_all(
     ``drop-oldest-turns`` removes a conversation's oldest exchanges until it fits (its last, trained
     turns survive) and truncates what still does not fit. With
     ``strict`` every drop is an error naming file and row, as for bad rows.
+
+    Examples are tokenised in batches (:mod:`ftx.data.encode`); the result equals
+    :func:`tokenize_all_exact`, the example-by-example reference.
+    """
+    from .encode import tokenize_lists
+
+    return tokenize_lists(tokenizer, examples, max_length, overlength, train_on, dropped,
+                          first_bad=first_bad, strict=strict)
+
+
+def tokenize_all_exact(
+    tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
+    train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
+    first_bad: dict[str, str] | None = None, strict: bool = False,
+) -> list[Tokenized]:
+    """:func:`tokenize_all` one example at a time through the chat template: the reference the batched path equals.
+
+    ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
+    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row,
+    ``drop-oldest-turns`` removes a conversation's oldest exchanges until it fits (its last, trained
+    turns survive) and truncates what still does not fit. With
+    ``strict`` every drop is an error naming file and row, as for bad rows.
     """
     out: list[Tokenized] = []
 
