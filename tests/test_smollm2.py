@@ -173,3 +173,52 @@ def test_lora_steps_then_export_loads_plainly_and_stops_at_im_end(smollm2_folder
     with torch.no_grad():
         ids = model.generate(**batch, max_new_tokens=48, do_sample=False)[0, batch["input_ids"].shape[1]:].tolist()
     assert ids[-1] == im_end and len(ids) < 48, tokenizer.decode(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_lora_run_exports_a_gguf_that_reads_back_and_answers_like_the_merged_model(
+        smollm2_folder, write_recipe, run_recipe, tmp_path, quant):
+    """A LoRA-tuned SmolLM2 as one GGUF file: ``ftx export --format gguf`` keeps it only after transformers' GGUF
+    reader loads it back with the same tokenizer and its greedy replies match the merged model's (f16: identical;
+    q8_0: within the stated tolerance); the file is then loaded here independently and ends its turn at <|im_end|>."""
+    import json
+
+    import torch
+    from click.testing import CliRunner
+    from ftx.cli import main
+    from ftx.demo_data import ROUTING_INSTRUCTION, routing_rows, write_jsonl
+    from ftx_deploy.gguf_check import load_gguf
+
+    data = write_jsonl(routing_rows(24, seed=3), tmp_path / "routing.jsonl")
+    recipe = write_recipe({
+        "model": {"name": str(GGUF), "dtype": "float32"},
+        "data": {"format": "messages", "train": str(data), "eval": 0.25, "max_length": 128, "system": ROUTING_INSTRUCTION},
+        "method": {"use": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "objective": {"use": "sft"},
+        "train": {"max_steps": 4, "batch_size": 4, "lr": 2e-3, "log_every": 1, "threads": 2},
+        "evaluation": {"samples": 0, "forgetting": False},
+    })
+    run_dir = tmp_path / "run"
+    run_recipe(recipe, output=run_dir)
+    out = tmp_path / "gguf"
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--to", str(out), "--format", "gguf", "--quant", quant,
+                                       "--smoke-prompts", "4"])
+    assert result.exit_code == 0, result.output
+    check = json.loads((out / "ftx_export.json").read_text())["gguf"]["check"]
+    assert check["replies"] == 6 and check["stopped"] == 6  # 4 eval prompts + 2 long open questions
+    if quant == "f16":
+        assert check["identical"] == 6 and check["logit_gap"] < 0.02
+    else:
+        assert check["agreement"] >= 0.75 and check["logit_gap"] < 0.1
+    assert 'PARAMETER stop "<|im_end|>"' in (out / "Modelfile").read_text()
+
+    model, tokenizer = load_gguf(out / f"gguf.{quant}.gguf")
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    batch = tokenizer.apply_chat_template(
+        [{"role": "system", "content": ROUTING_INSTRUCTION}, {"role": "user", "content": "My parcel #55555 has not arrived."}],
+        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        ids = model.generate(**batch, max_new_tokens=32, do_sample=False, eos_token_id=[im_end])[0, batch["input_ids"].shape[1]:]
+    assert ids[-1].item() == im_end, tokenizer.decode(ids)

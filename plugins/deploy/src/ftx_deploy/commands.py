@@ -48,17 +48,22 @@ def _engine(target: Path, device: str, name: str | None = None, trust_remote_cod
 @click.option("--smoke-max-tokens", type=click.IntRange(1), default=None,
               help="Length cap of the smoke test (default: twice the longest trained answer, at least 256, "
                    "within the model's context).")
+@click.option("--format", "fmt", default="hf", show_default=True, type=click.Choice(["hf", "gguf"]),
+              help="hf: a Hugging Face folder; gguf: one GGUF file (llama.cpp, Ollama) plus a Modelfile, read back "
+                   "and checked against the merged model's greedy replies before it is kept.")
+@click.option("--quant", default="f16", show_default=True, type=click.Choice(["f16", "q8_0"]),
+              help="--format gguf: the weights' precision (q8_0: half the size, replies within a stated tolerance).")
 @_trust
 @_device
 def export(run_dir: Path, to: Path, mode: str | None, overwrite: bool, no_smoke: bool, smoke_prompts: int,
-           smoke_max_tokens: int | None, trust_remote_code: bool, device: str) -> None:
-    """Export a run's model as a standalone Hugging Face folder, smoke-tested to stop at EOS."""
+           smoke_max_tokens: int | None, fmt: str, quant: str, trust_remote_code: bool, device: str) -> None:
+    """Export a run's model as a standalone Hugging Face folder (or a GGUF file), smoke-tested to stop at EOS."""
     try:
         from .export import export_model
 
         export_model(run_dir, to, mode=mode or "auto", overwrite=overwrite, smoke_test=not no_smoke,
                      smoke_prompts=smoke_prompts, smoke_max_tokens=smoke_max_tokens, device=device, echo=_echo,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, fmt=fmt, quant=quant)  # type: ignore[arg-type]
     except FtxError as exc:
         _fail(exc)
     click.echo(str(to))

@@ -9,6 +9,10 @@ reached through ``ftx.api``: this plugin knows no adapter library. Before the fo
 test generates greedily on held-out prompts with the folder's own template and generation config:
 every reply must stop at an EOS id before a length cap, or nothing is exported and the error says why.
 
+``--format gguf`` turns the smoke-tested folder into one GGUF file (:mod:`ftx_deploy.gguf_writer`, f16 or
+q8_0) plus an Ollama ``Modelfile``; the file is read back and its greedy replies to the smoke test's prompts
+must match the folder's (:mod:`ftx_deploy.gguf_check`) before it is kept.
+
 Everything is written to a temporary sibling folder and renamed into place at the end, so DIR
 never holds half an export; a non-empty DIR is replaced only with ``overwrite`` and only when it
 is an earlier export (it holds ``ftx_export.json``).
@@ -16,6 +20,7 @@ is an earlier export (it holds ``ftx_export.json``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -29,12 +34,13 @@ from typing import Any, Literal
 from ftx.api import replace_dir, write_json
 from ftx.errors import FtxError, RunError
 
-from .smoke import check_smoke, context_room, default_cap, run_smoke_test, smoke_inputs
+from .smoke import SmokeReport, check_smoke, context_room, default_cap, run_smoke_test, smoke_inputs
 from .source import ModelSource, find_model, load_causal_lm, load_tokenizer, pick_device, quiet
 from .stops import as_id_list, template_end_of_turn, token_names
 
 Echo = Callable[[str], None]
 Mode = Literal["auto", "merge", "adapter"]
+Format = Literal["hf", "gguf"]
 EXPORT_MARKER = "ftx_export.json"
 """Every export holds this file; only such folders may be overwritten."""
 
@@ -48,29 +54,41 @@ class ExportRefused(FtxError):
 def export_model(
     path: Path, to: Path, *, mode: Mode = "auto", overwrite: bool = False, smoke_test: bool = True,
     smoke_prompts: int = 4, smoke_max_tokens: int | None = None, device: str = "auto", echo: Echo = print,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, fmt: Format = "hf", quant: str = "f16",
 ) -> dict[str, Any]:
     """Export the model of a run (or model) folder to ``to``; returns what ``ftx_export.json`` holds.
 
     ``trust_remote_code``: a run whose recipe set ``model.trust_remote_code`` loads only with it
-    (``--trust-remote-code``), as ``ftx run`` does."""
+    (``--trust-remote-code``), as ``ftx run`` does. ``fmt = "gguf"`` writes a verified GGUF file
+    (``quant``: f16 or q8_0) and an Ollama Modelfile instead of a Hugging Face folder."""
     quiet()
     source = find_model(Path(path))
     to = _check_target(Path(to), source, overwrite)
     mode = _check_mode(mode, source)
+    if fmt == "gguf":
+        _check_gguf_request(mode, smoke_test, quant)
     to.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.", suffix=".tmp", dir=to.parent))
     try:
-        info = _write_export(source, tmp, mode, echo, trust_remote_code)
+        folder = tmp / ".hf" if fmt == "gguf" else tmp
+        folder.mkdir(exist_ok=True)
+        info = _write_export(source, folder, mode, echo, trust_remote_code)
+        report = None
         if not info["causal_lm"]:
+            if fmt == "gguf":
+                raise ExportRefused("--format gguf: the model has no language-model head; GGUF holds causal LMs")
             echo("smoke test: not applicable (the model has no language-model head)")
             info["smoke_test"] = "not applicable"
         elif smoke_test:
-            info["smoke_test"] = _smoke(source, tmp, mode, smoke_prompts, smoke_max_tokens, device, echo,
-                                        trust_remote_code)
+            report = _smoke(source, folder, mode, smoke_prompts, smoke_max_tokens, device, echo, trust_remote_code)
+            info["smoke_test"] = report.as_dict()
         else:
             echo("smoke test: skipped (--no-smoke-test)")
             info["smoke_test"] = "skipped"
+        if fmt == "gguf" and report is not None:
+            info["gguf"] = _write_verified_gguf(source, folder, tmp, to.name, quant, report, device, echo)
+            info["mode"] = f"gguf-{quant}"
+            shutil.rmtree(folder)
         write_json(tmp / EXPORT_MARKER, info)
         _usual_permissions(tmp)
         replace_dir(tmp, to)
@@ -193,8 +211,84 @@ def write_generation_config(folder: Path, model_dir: Path, model: Any, tokenizer
             {"id": end, "token": tokenizer.convert_ids_to_tokens(end)}}
 
 
+def _check_gguf_request(mode: Mode, smoke_test: bool, quant: str) -> None:
+    """Refuse a GGUF export that cannot be written or checked, before anything is written."""
+    from .gguf_writer import QUANTS
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ExportRefused("--format gguf needs the gguf package: pip install 'gguf>=0.10'")
+    if quant not in QUANTS:
+        raise ExportRefused(f"--quant {quant!r}: choose one of {', '.join(QUANTS)}")
+    if mode == "adapter":
+        raise ExportRefused("--format gguf writes a whole model: drop --adapter (the adapter is merged first)")
+    if not smoke_test:
+        raise ExportRefused("--format gguf checks the file against the smoke test's greedy replies: drop --no-smoke-test")
+
+
+def _write_verified_gguf(source: ModelSource, folder: Path, tmp: Path, name: str, quant: str, report: SmokeReport,
+                         device: str, echo: Echo) -> dict[str, Any]:
+    """Write ``folder`` as a GGUF file in ``tmp``, read it back against the smoke test's replies, add a Modelfile."""
+    from .gguf_check import LONG_PROMPTS, long_references, next_token_logits, verify_gguf
+    from .gguf_writer import write_gguf
+    from .ollama import modelfile
+
+    tokenizer = load_tokenizer(folder)
+    end = template_end_of_turn(tokenizer)
+    file = tmp / f"{name}.{quant}.gguf"
+    written = write_gguf(folder, file, quant=quant, name=source.name, chat_template=tokenizer.chat_template,  # type: ignore[arg-type]
+                         pre_tokenizer=pre_tokenizer_name(source, folder), end_of_turn=end, echo=echo)
+    prompts = [g.prompt for g in report.generations]
+    expected = [g.token_ids for g in report.generations]
+    device = pick_device(device)
+    model = load_causal_lm(folder, device)
+    long_expected = long_references(model, tokenizer, report.eos_ids)
+    logits = next_token_logits(model, tokenizer, [*prompts, *LONG_PROMPTS])
+    del model
+    checked = verify_gguf(file, tokenizer, prompts, expected, report.eos_ids, report.max_new_tokens, quant,
+                          device, long_expected, logits)
+    echo(f"gguf: read back with transformers: {checked['identical']} of {checked['replies']} greedy replies identical "
+         f"to the exported model's, agreement {checked['agreement']:.0%}, {checked['stopped']} stopped ({checked['rule']}); "
+         f"next-token logits within {checked['logit_gap']:.2%} of the largest")
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in report.eos_ids]
+    (tmp / "Modelfile").write_text(modelfile(file.name, tokenizer, stops), encoding="utf-8")
+    return {**written, "check": checked}
+
+
+def pre_tokenizer_name(source: ModelSource, folder: Path) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer: the base GGUF's own when the run started from one,
+    else the name whose split pattern ``tokenizer.json`` uses, else ``gpt2`` (GPT-2's byte-level split)."""
+    base = _base_gguf(source)
+    if base is not None:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(base)).fields.get("tokenizer.ggml.pre")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode("utf-8")
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+    except ImportError:  # pragma: no cover - an older transformers names no splits
+        return "gpt2"
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    text = json.dumps(spec.get("pre_tokenizer"))
+    return next((name for name, split in GGUF_PRE_TOKENIZER_SPLITS.items() if json.dumps(split)[1:-1] in text), "gpt2")
+
+
+def _base_gguf(source: ModelSource) -> Path | None:
+    """The GGUF file a run's recipe trained from, when it did and the file is still there."""
+    if source.run_dir is None:
+        return None
+    try:
+        from ftx.api import read_run_recipe
+
+        name = str(read_run_recipe(source.run_dir).model.name)
+    except Exception:  # noqa: BLE001 - a run without a readable recipe simply has no known base file
+        return None
+    path = Path(name)
+    return path if name.lower().endswith(".gguf") and path.is_file() else None
+
+
 def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | None, device: str, echo: Echo,
-           trust_remote_code: bool = False) -> dict[str, Any]:
+           trust_remote_code: bool = False) -> SmokeReport:
     """Load the export as users will, generate on held-out prompts, and fail unless every reply stopped."""
     from transformers import GenerationConfig
 
@@ -215,7 +309,7 @@ def _smoke(source: ModelSource, tmp: Path, mode: Mode, count: int, cap: int | No
                             prompt_source=inputs.origin, cap_source=how, room=room)
     check_smoke(report, tokenizer)
     echo(f"smoke test: {report.summary()}")
-    return report.as_dict()
+    return report
 
 
 def merged_model(source: ModelSource, echo: Echo, trust_remote_code: bool = False) -> Any:
