@@ -243,10 +243,11 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         raise click.UsageError("--overwrite and --resume exclude each other")
     import os
 
-    from .distributed import CHILD_FLAG, launch
+    from .distributed import CHILD_FLAG, launch, needs_launcher
 
-    if (nproc_per_node > 1 or nnodes > 1) and not os.environ.get(CHILD_FLAG):
-        _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
+    manager, recipe = _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
+    strategy = getattr(getattr(recipe, "distributed", None), "strategy", "ddp")
+    if needs_launcher(nproc_per_node, nnodes, strategy) and not os.environ.get(CHILD_FLAG):
         args = ["run", str(recipe_path), *[f"--set={o}" for o in overrides]]
         args += [f"--output={output}"] if output else []
         args += ["--overwrite"] if overwrite else []
@@ -254,7 +255,6 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         args += ["--trust-remote-code"] if trust_remote_code else []
         sys.exit(launch(args, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                         master_addr=master_addr, master_port=master_port))
-    manager, recipe = _load(recipe_path, overrides)
     from .runner import run_recipe
 
     def echo(message: str) -> None:

@@ -1,6 +1,6 @@
 """Multi-process runs on torch's own launcher: ``ftx run R --nproc-per-node N`` re-runs itself
 under ``torch.distributed.run``; transformers' Trainer then trains with DDP (or FSDP/DeepSpeed
-from ``[distributed]``), and only rank 0 writes the run folder."""
+from ``[distributed]``, see :mod:`ftx.sharded`), and only rank 0 writes the run folder."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes in the run (1 when not distributed)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched() -> bool:
+    """Whether this process was started by torch's launcher (``ftx run --nproc-per-node N``, or torchrun)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def needs_launcher(nproc_per_node: int, nnodes: int, strategy: str) -> bool:
+    """Whether ``ftx run`` re-runs itself under torch's launcher: several processes, or a sharded strategy
+    (FSDP and DeepSpeed need torch.distributed even in one process: ZeRO-3 with offload on one GPU is a real use)."""
+    return nproc_per_node > 1 or nnodes > 1 or strategy in ("fsdp", "deepspeed")
 
 
 def is_main() -> bool:

@@ -36,6 +36,8 @@ EVAL = "eval.json"
 """Figures written by ``ftx eval``."""
 STAGES = "stages"
 """A pipeline's stage run folders."""
+DEEPSPEED = "deepspeed.json"
+"""The DeepSpeed config a ``[distributed] strategy = "deepspeed"`` run trained with."""
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,14 @@ def with_ftx_guards(base: type) -> type:
     return FtxGuarded
 
 
+def _wait_for_every_rank() -> None:
+    """A barrier across the run's processes when it has several (every rank calls ``on_save``); else nothing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def _guard_callback(ctx: RunContext, watch_divergence: bool = True) -> Any:
     from transformers import TrainerCallback
 
@@ -152,6 +160,7 @@ def _guard_callback(ctx: RunContext, watch_divergence: bool = True) -> Any:
             # RNG states and trainer_state.json are all on disk, so the manifest may now say "complete"
             from .checkpoints import write_manifest
 
+            _wait_for_every_rank()  # each rank writes its own shards and RNG state: all of them are on disk now
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir() and args.should_save:
                 write_manifest(folder, state.global_step)
@@ -197,6 +206,7 @@ def fit_trainer(ctx: RunContext, trainer: Any) -> TrainResult:
         for callback in watch_callbacks(ctx, history):
             trainer.add_callback(callback)
     quiet_trainer(trainer)
+    sharding = _prepare_sharding(trainer)
     resume = getattr(ctx, "resume_from", None)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -208,4 +218,24 @@ def fit_trainer(ctx: RunContext, trainer: Any) -> TrainResult:
         "steps": float(trainer.state.global_step),
         "train_seconds": round(seconds, 2),
     }
-    return TrainResult(metrics=metrics, history=history)
+    if sharding is None:
+        return TrainResult(metrics=metrics, history=history)
+    from .sharded import consolidate, shard_metrics
+
+    skeleton, shards = sharding
+    metrics.update(shard_metrics(shards))
+    return TrainResult(metrics=metrics, history=history, model=consolidate(trainer, skeleton))
+
+
+def _prepare_sharding(trainer: Any) -> tuple[Any, list[Any]] | None:
+    """For an FSDP or DeepSpeed trainer: FSDP's plugin on CPU too, a shard-measuring callback, and the unsharded
+    meta-device copy the trained weights are gathered into (:mod:`ftx.sharded`); ``None`` for other trainers."""
+    from .sharded import enable_fsdp_on_cpu, meta_copy, shard_callback, uses_sharding
+
+    if not uses_sharding(trainer):
+        return None
+    enable_fsdp_on_cpu(trainer)
+    shards: list[Any] = []
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.add_callback(shard_callback(shards))
+    return meta_copy(trainer.model), shards

@@ -96,6 +96,8 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         **precision,
     }
     kwargs.update(_distributed_arguments(ctx))
+    if kwargs.get("fsdp"):  # FSDP checkpoints activations itself (fsdp_config); transformers refuses both
+        kwargs[_checkpointing_key(cls)] = False
     kwargs.update(_optimizer_options(train))
     if config_class is not None:
         kwargs.setdefault("bf16", False)
@@ -117,19 +119,61 @@ def _optimizer_options(train: TrainSection) -> dict[str, Any]:
 
 
 def _distributed_arguments(ctx: RunContext) -> dict[str, Any]:
-    """``[distributed]`` mapped onto TrainingArguments when the run has several processes."""
-    from .distributed import world_size
+    """``[distributed]`` mapped onto TrainingArguments when the run was started by torch's launcher.
 
-    if world_size() == 1:
+    ``fsdp``: FSDP2 through accelerate (see :mod:`ftx.sharded`), each decoder layer its own unit, sharded
+    checkpoints; ``deepspeed``: the config of :mod:`ftx.deepspeed_config`, which rank 0 also writes into the
+    run folder. Activation checkpointing under FSDP is FSDP's own (transformers refuses both at once).
+    """
+    from .distributed import launched
+    from .recipe.schema import DistributedSection
+
+    if not launched():
         return {}
-    section = ctx.recipe.get("distributed") or {}
-    backend = section.get("backend", "auto")
+    section = DistributedSection.model_validate(ctx.recipe.get("distributed") or {})
+    backend = section.backend
     out: dict[str, Any] = {"ddp_backend": ("nccl" if ctx.device == "cuda" else "gloo") if backend == "auto" else backend}
-    if section.get("strategy") == "fsdp":
-        out["fsdp"] = section.get("fsdp", "full_shard auto_wrap")
-    elif section.get("strategy") == "deepspeed":
-        out["deepspeed"] = section.get("deepspeed")
+    if section.strategy == "fsdp":
+        checkpointing = section.activation_checkpointing or ctx.train.gradient_checkpointing
+        out["fsdp"] = True
+        out["fsdp_config"] = fsdp_config(section, checkpointing)
+    elif section.strategy == "deepspeed":
+        out["deepspeed"] = _deepspeed_config(ctx, section)
     return out
+
+
+def fsdp_config(section: Any, activation_checkpointing: bool) -> dict[str, Any]:
+    """transformers' ``fsdp_config`` for ``[distributed] strategy = "fsdp"``: FSDP2, every decoder layer (the
+    model's ``_no_split_modules``) its own unit, sharded checkpoints while training."""
+    return {
+        "version": section.fsdp_version,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "state_dict_type": "SHARDED_STATE_DICT",
+        "reshard_after_forward": section.reshard_after_forward,
+        "cpu_offload": section.cpu_offload,
+        "activation_checkpointing": activation_checkpointing,
+    }
+
+
+def _deepspeed_config(ctx: RunContext, section: Any) -> dict[str, Any]:
+    """The DeepSpeed config (a dict: every rank builds its own, no file needs to reach other machines);
+    rank 0 writes it into the run folder. DeepSpeed needs CUDA, and says so here rather than deep in accelerate."""
+    import json
+
+    from .deepspeed_config import effective_config
+    from .distributed import is_main
+    from .errors import Problem, RecipeError
+    from .layout import DEEPSPEED
+
+    if ctx.device != "cuda":
+        raise RecipeError(Problem("distributed.strategy", f"DeepSpeed trains on CUDA GPUs only, and this run is on "
+                                  f"{ctx.device}: use strategy = 'fsdp' (CPU or GPU) or 'ddp'"))
+    config = effective_config(section)
+    if is_main():
+        from .rundir import write_text_atomic
+
+        write_text_atomic(ctx.run_dir / DEEPSPEED, json.dumps(config, indent=2) + "\n")
+    return config
 
 
 def _checkpointing_key(cls: Any) -> str:

@@ -204,6 +204,21 @@ def _resolve_data_path(value: str, base: Path, path: str, problems: list[Problem
     return value
 
 
+def _check_deepspeed_file(value: str, base: Path, problems: list[Problem]) -> str:
+    """``[distributed] deepspeed``: resolved against the recipe's folder; it must hold a JSON config object."""
+    from ..deepspeed_config import read_config, zero_stage
+
+    full = _absolute(value, base)
+    try:
+        config = read_config(full)
+    except ValueError as exc:
+        problems.append(Problem("distributed.deepspeed", str(exc)))
+        return str(full)
+    if zero_stage(config) not in (0, 1, 2, 3):
+        problems.append(Problem("distributed.deepspeed", f"{full}: zero_optimization.stage must be 0 to 3"))
+    return str(full)
+
+
 def _resolve_model_name(name: str, base: Path) -> str:
     if name.startswith("builtin:"):
         return name
@@ -299,7 +314,10 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     distributed, errs = validation_problems(DistributedSection, _table(data, "distributed", problems), "distributed")
     problems += errs
     if distributed is not None and distributed.deepspeed:
-        distributed.deepspeed = _resolve_data_path(distributed.deepspeed, base, "distributed.deepspeed", problems)
+        distributed.deepspeed = _check_deepspeed_file(distributed.deepspeed, base, problems)
+    if distributed is not None and distributed.strategy == "deepspeed" and train is not None and train.device in ("cpu", "mps"):
+        problems.append(Problem("distributed.strategy", f"DeepSpeed trains on CUDA GPUs only, and train.device is "
+                                f"'{train.device}': use strategy = 'fsdp' (CPU or GPU) or 'ddp'"))
 
     if problems:
         raise RecipeError(problems, source)

@@ -209,15 +209,72 @@ SYNONYMS: dict[str, str] = {
 }
 """Common names from other tools, offered as did-you-mean for the ftx key."""
 
+FSDP_KEYS = ("fsdp_version", "reshard_after_forward", "cpu_offload", "activation_checkpointing")
+"""``[distributed]`` keys that apply to ``strategy = "fsdp"`` only."""
+DEEPSPEED_KEYS = ("zero_stage", "offload_optimizer", "offload_params", "deepspeed")
+"""``[distributed]`` keys that apply to ``strategy = "deepspeed"`` only."""
+DEEPSPEED_INSTALL = "pip install deepspeed"
+"""What installs DeepSpeed (it builds its CUDA kernels when first used, so it needs the CUDA toolkit too)."""
+
+
 class DistributedSection(Section):
     """``[distributed]``: how several processes share the training (``ftx run --nproc-per-node N``)."""
 
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
-        "ddp", description="ddp replicates the model; fsdp and deepspeed shard it (passed to transformers)"
+        "ddp", description="ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer "
+        "state are sharded across processes (torch FSDP2 through accelerate; CPU or CUDA); deepspeed: DeepSpeed "
+        "ZeRO through accelerate (CUDA only)"
     )
-    fsdp: str = Field("full_shard auto_wrap", description="transformers' fsdp option string, for strategy = 'fsdp'")
-    deepspeed: str | None = Field(None, description="a DeepSpeed config file, for strategy = 'deepspeed'")
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="'auto': nccl on CUDA, gloo on CPU")
+    fsdp_version: Literal[2] = Field(2, description="fsdp: torch's FSDP2 (fully_shard); FSDP1 is deprecated upstream")
+    reshard_after_forward: bool = Field(
+        True, description="fsdp: free each layer's gathered parameters after its forward (ZeRO-3-like, least "
+        "memory); false keeps them until backward (ZeRO-2-like, fewer all-gathers)"
+    )
+    cpu_offload: bool = Field(
+        False, description="fsdp: keep the sharded parameters, gradients and optimizer state in CPU memory (GPUs)"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="fsdp: recompute each decoder layer's activations in backward (FSDP's own; "
+        "train.gradient_checkpointing = true turns it on too)"
+    )
+    zero_stage: Literal[2, 3] = Field(
+        3, description="deepspeed: 2 shards optimizer state and gradients; 3 shards the parameters too"
+    )
+    offload_optimizer: bool = Field(False, description="deepspeed: optimizer state in CPU memory (ZeRO-Offload)")
+    offload_params: bool = Field(False, description="deepspeed: parameters in CPU memory (zero_stage = 3 only)")
+    deepspeed: str | None = Field(
+        None, description="deepspeed: a DeepSpeed JSON config file of your own, used instead of the keys above"
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _deepspeed_installed(cls, value: str) -> str:
+        import importlib.util
+
+        if value == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(
+                f"'deepspeed' needs the deepspeed package, which is not installed: {DEEPSPEED_INSTALL} "
+                "(on a machine with CUDA GPUs and the CUDA toolkit); or use strategy = 'fsdp', which needs "
+                "nothing more than torch"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _keys_fit_the_strategy(self) -> DistributedSection:
+        # keys judged by value, not by presence: a resolved recipe (recipe.lock.toml) spells every default
+        changed = {key for key, field in type(self).model_fields.items() if getattr(self, key) != field.default}
+        for strategy, keys in (("fsdp", FSDP_KEYS), ("deepspeed", DEEPSPEED_KEYS)):
+            stray = [key for key in keys if key in changed]
+            if stray and self.strategy != strategy:
+                raise ValueError(f"{', '.join(stray)} apply to strategy = '{strategy}' only, and strategy is "
+                                 f"'{self.strategy}': remove them or set strategy = '{strategy}'")
+        if self.deepspeed is not None and changed & {"zero_stage", "offload_optimizer", "offload_params"}:
+            raise ValueError("deepspeed (a config file of your own) replaces zero_stage, offload_optimizer and "
+                             "offload_params: give the file or the keys, not both")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage = 3 (ZeRO-2 keeps every parameter on each GPU)")
+        return self
 
 
 TOP_LEVEL: dict[str, str] = {
