@@ -26,8 +26,15 @@ OBJECTIVES: dict[str, tuple[str, Any]] = {
     "reward": ("preference", "reward"),
     "dpo": ("preference", "dpo"),
     "kto": ("preference", "kto"),
+    "orpo": ("preference", "orpo"),
+    "cpo": ("preference", "cpo"),
+    "simpo": ("preference", "simpo"),
     "rl": ("alpaca", {"use": "rl", "rewards": [{"use": "similarity"}], "num_generations": 2,
                       "max_completion_length": 4}),
+    "rloo": ("alpaca", {"use": "rloo", "rewards": [{"use": "similarity"}], "num_generations": 2,
+                        "max_completion_length": 4}),
+    # 4 steps per rollout: the checkpoints at 2, 6 and 10 fall between two rollouts (the rollout is saved too)
+    "ppo": ("alpaca", {"use": "ppo", "rewards": [{"use": "similarity"}], "max_completion_length": 4}),
 }
 MANIFEST = "ftx-checkpoint.json"
 

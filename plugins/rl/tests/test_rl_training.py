@@ -1,27 +1,17 @@
-"""RL (GRPO) from an SFT model raises the mean reward of greedy answers to held-out prompts."""
+"""RL from an SFT model raises the mean reward of greedy answers to held-out prompts: ``rl`` (GRPO), ``rloo``, ``ppo``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from ftx.demo_data import prompt_rows, write_jsonl
 from ftx.testing import TINY_TEST_CONFIG
 
 REWARDS = '[{use = "similarity"}, {use = "exact-match"}]'
-
-
-@pytest.mark.slow
-def test_rl_stage_raises_held_out_reward_over_its_sft_model(tmp_path, ftx_home):
-    from click.testing import CliRunner
-    from ftx.cli import main
-
-    write_jsonl(prompt_rows(600, seed=1, tasks=("copy", "reverse", "sort")), tmp_path / "tasks.jsonl")
-    config = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
-    (tmp_path / "rl.toml").write_text(f"""
-[model]
-name = "builtin:tiny-llama"
-config = {{{config}}}
+CONFIG = ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items())
+SHARED = """
 [data]
 format = "alpaca"
 train = "tasks.jsonl"
@@ -29,30 +19,68 @@ eval = 0.05
 max_length = 48
 [method]
 use = "full"
-[objective]
-use = "sft"
 [train]
 batch_size = 16
 threads = 2
 log_every = 10
-[output]
-dir = "out"
+"""
 
-[[stages]]
-name = "sft"
-train = {{max_steps = 120, lr = 2e-3}}
 
-[[stages]]
-name = "rl"
-model = {{name = "stage:sft"}}
-objective = {{use = "rl", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}
-train = {{max_steps = 25, lr = 5e-4}}
-evaluators = [{{use = "reward", rewards = {REWARDS}, max_new_tokens = 12}}]
+@pytest.fixture(scope="module")
+def sft_folder(tmp_path_factory: pytest.TempPathFactory, ftx_home: Path) -> Path:
+    """A folder with the prompts file and an SFT run on them (120 steps), shared by this module's RL tests."""
+    from click.testing import CliRunner
+    from ftx.cli import main
+
+    folder = tmp_path_factory.mktemp("rl")
+    write_jsonl(prompt_rows(600, seed=1, tasks=("copy", "reverse", "sort")), folder / "tasks.jsonl")
+    (folder / "sft.toml").write_text(f"""
+[model]
+name = "builtin:tiny-llama"
+config = {{{CONFIG}}}
+[objective]
+use = "sft"
+[evaluation]
+samples = 0
+forgetting = false
+{SHARED}max_steps = 120
+lr = 2e-3
 """, encoding="utf-8")
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "rl.toml")])
+    result = CliRunner().invoke(main, ["run", str(folder / "sft.toml"), "--output", str(folder / "sft")])
     assert result.exit_code == 0, result.output
-    rl = json.loads((tmp_path / "out" / "stages" / "rl" / "metrics.json").read_text())
-    before, after = rl["before"]["reward"], rl["after"]["reward"]
-    assert after["mean_reward"] > before["mean_reward"]
-    assert after["mean_similarity"] > before["mean_similarity"]
-    assert rl["train"]["steps"] == 25
+    return folder
+
+
+RL_OBJECTIVES = {
+    "rl": f"{{use = \"rl\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}",
+    "rloo": f"{{use = \"rloo\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}",
+    # batch_size counts prompts for ppo (one answer each): 16 prompts per step, a new rollout every 4 steps
+    "ppo": f"{{use = \"ppo\", rewards = {REWARDS}, max_completion_length = 12}}",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RL_OBJECTIVES))
+def test_rl_objective_raises_held_out_reward_over_its_sft_model(name, sft_folder):
+    from click.testing import CliRunner
+    from ftx.cli import main
+
+    (sft_folder / f"{name}.toml").write_text(f"""
+objective = {RL_OBJECTIVES[name]}
+evaluators = [{{use = "reward", rewards = {REWARDS}, max_new_tokens = 12}}]
+[model]
+name = "sft/model"
+[evaluation]
+samples = 0
+forgetting = false
+{SHARED}max_steps = 25
+lr = 5e-4
+""", encoding="utf-8")
+    out = sft_folder / name
+    result = CliRunner().invoke(main, ["run", str(sft_folder / f"{name}.toml"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    before, after = metrics["before"]["reward"], metrics["after"]["reward"]
+    assert after["mean_reward"] > before["mean_reward"], (before, after)
+    assert after["mean_similarity"] > before["mean_similarity"], (before, after)
+    assert metrics["train"]["steps"] == 25 and "last_sampled_reward" in metrics["train"]
