@@ -174,3 +174,31 @@ def test_rlhf_recipe_runs_sft_reward_and_rl_in_one_command(tmp_path, ftx_home):
     reward_config = json.loads((out / "stages" / "reward" / "model" / "config.json").read_text())
     assert reward_config["architectures"] == ["LlamaForSequenceClassification"]
     assert "stage rl (rl): done" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_rlhf_ppo_recipe_runs_its_rl_stage_on_ppo(tmp_path, ftx_home):
+    """recipes/rlhf-ppo.toml as shipped (the PPO variant of rlhf.toml), shrunk like the test above."""
+    from ftx.cli import main
+
+    config = "{" + ", ".join(f"{k} = {v}" for k, v in TINY_TEST_CONFIG.items()) + "}"
+    out = tmp_path / "rlhf-ppo"
+    result = CliRunner().invoke(main, [
+        "run", str(REPO / "recipes" / "rlhf-ppo.toml"), "--output", str(out),
+        "--set", f"model.config={config}", "--set", "train.threads=2", "--set", "data.limit=200",
+        "--set", "stages.0.train.max_steps=10", "--set", "stages.0.evaluators.0.limit=8",
+        "--set", "stages.1.train.max_steps=5",
+        "--set", "stages.2.train.max_steps=4", "--set", "stages.2.train.batch_size=8",
+        "--set", "stages.2.objective.max_completion_length=8",
+        "--set", "stages.2.evaluators.0.max_new_tokens=8", "--set", "stages.2.evaluators.0.limit=8",
+        "--set", "stages.2.evaluators.1.limit=8",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())
+    assert [(n, s["objective"], s["status"]) for n, s in summary["stages"].items()] == [
+        ("sft", "sft", "done"), ("reward", "reward", "done"), ("ppo", "ppo", "done")]
+    ppo = json.loads((out / "stages" / "ppo" / "metrics.json").read_text())
+    assert ppo["train"]["steps"] == 4 and "first_sampled_reward" in ppo["train"]
+    assert "mean_reward-model" in ppo["after"]["reward"]
+    assert not (out / "stages" / "ppo" / "model" / "value_head.pt").exists()  # the value head is not exported
