@@ -8,6 +8,9 @@
   TRL ``SFTTrainer`` script on the same model, data and settings (goal >= 1.15).
 - ``qlora``: QLoRA peak GPU memory on an 8B Llama-shaped model (Llama-3-8B's shape), beside
   ``ftx plan``'s estimate.
+- ``zero3``: full fine-tuning of the ~1.1B shape under ``[distributed] strategy = "deepspeed"``,
+  ``zero_stage = 3``, through ``ftx run --nproc-per-node <GPUs>``: tokens/s and rank 0's peak GPU
+  memory beside the plain run of ``mfu`` (needs the deepspeed package; skipped without it).
 
 Every training run is its own process (``gpu.py one ...``): its own memory peak, Liger's patching
 of transformers' classes cannot leak into the baseline, and a failure or a hang (each run has a
@@ -144,7 +147,7 @@ def _sync_time() -> float:
 
 
 def ftx_recipe(model_dir: Path, data: Path, work: dict[str, int], method: dict[str, Any],
-               kernels: bool, gradient_checkpointing: bool) -> str:
+               kernels: bool, gradient_checkpointing: bool, distributed: dict[str, Any] | None = None) -> str:
     """The recipe of one ftx benchmark run: plain text, no evaluators, no report samples."""
     method_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in method.items())
     recipe = (
@@ -158,6 +161,8 @@ def ftx_recipe(model_dir: Path, data: Path, work: dict[str, int], method: dict[s
     )
     if kernels:
         recipe += '[[kernels]]\nuse = "liger"\n'
+    if distributed:
+        recipe += "[distributed]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in distributed.items())
     return recipe
 
 
@@ -184,6 +189,38 @@ def run_ftx(recipe_text: str, workdir: Path) -> dict[str, Any]:
 
     plan = plan_report(recipe, "cuda" if "peak_cuda_mib" in metrics["figures"] else "cpu")
     return {"clock": clock, "figures": metrics["figures"], "plan_total_bytes": plan["estimate"]["total_bytes"]}
+
+
+ZERO3 = {"strategy": "deepspeed", "zero_stage": 3}
+"""The ``[distributed]`` table of the ``zero3`` part."""
+
+
+def run_ftx_launched(recipe_text: str, workdir: Path) -> dict[str, Any]:
+    """Run one recipe through ``ftx run --nproc-per-node <GPUs>`` (a sharded strategy needs torch's launcher);
+    the step clock comes from the run's ``logs.jsonl``, whose entries carry the time they were logged."""
+    import socket
+
+    import torch
+
+    path = workdir / "recipe.toml"
+    path.write_text(recipe_text, encoding="utf-8")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gpus = max(1, torch.cuda.device_count())
+    proc = subprocess.run([sys.executable, "-m", "ftx.cli", "run", str(path), "--output", str(workdir / "run"),
+                           "--nproc-per-node", str(gpus), "--master-port", str(port)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stdout + proc.stderr).strip().splitlines()[-1] if proc.stdout + proc.stderr
+                           else f"ftx run exited {proc.returncode}")
+    clock = []
+    for line in (workdir / "run" / "logs.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "loss" in entry and "time" in entry:
+            clock.append((int(entry["step"]), float(entry["time"])))
+    figures = json.loads((workdir / "run" / "metrics.json").read_text(encoding="utf-8"))["figures"]
+    return {"clock": clock, "figures": figures, "gpus": gpus}
 
 
 def run_trl(model_dir: Path, data: Path, work: dict[str, int], workdir: Path) -> dict[str, Any]:
@@ -237,6 +274,10 @@ def one(kind: str, shape: str, workload: str, work_root: Path, out: Path) -> Non
     lora_table = {"r": LORA["r"], "alpha": LORA["alpha"], "dropout": LORA["dropout"], "target_modules": "all-linear"}
     if kind == "lora-trl":
         result = run_trl(model_dir, data, work, run_dir)
+    elif kind == "zero3":
+        recipe = ftx_recipe(model_dir, data, work, {"use": "full"}, kernels=False, gradient_checkpointing=False,
+                            distributed=ZERO3)
+        result = run_ftx_launched(recipe, run_dir)
     else:
         method = {"full": {"use": "full"}, "qlora": {"use": "qlora", **lora_table}}.get(kind, {"use": "lora", **lora_table})
         recipe = ftx_recipe(model_dir, data, work, method, kernels=kind == "lora-liger",
@@ -292,6 +333,14 @@ def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke: no GPU)"
 
 
+def deepspeed_available() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("deepspeed") is not None
+
+
 def liger_available() -> bool:
     import importlib.util
 
@@ -304,13 +353,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     single = sub.add_parser("one", help="one training run (used by the suite itself)")
-    single.add_argument("kind", choices=["model", "full", "lora", "lora-liger", "lora-trl", "qlora"])
+    single.add_argument("kind", choices=["model", "full", "lora", "lora-liger", "lora-trl", "qlora", "zero3"])
     single.add_argument("--shape", required=True, choices=sorted(SHAPES))
     single.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     single.add_argument("--work", type=Path, required=True)
     single.add_argument("--out", type=Path, required=True)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, few steps: checks the script on any machine")
-    parser.add_argument("--only", nargs="*", choices=["mfu", "lora", "qlora"], default=["mfu", "lora", "qlora"])
+    parser.add_argument("--only", nargs="*", choices=["mfu", "lora", "qlora", "zero3"],
+                        default=["mfu", "lora", "qlora", "zero3"])
     parser.add_argument("--work", type=Path, help="folder for models and runs (default: a temporary one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -323,12 +373,13 @@ def main() -> int:
     name = device_name()
     shape_1b, shape_8b = ("smoke", "smoke") if args.smoke else ("1b", "8b")
     load = {part: ("smoke" if args.smoke else part) for part in ("mfu", "lora", "qlora")}
+    load["zero3"] = load["mfu"]
     figures: dict[str, Any] = {"device": name, "smoke": args.smoke, "shapes": {"1b": shape_1b, "8b": shape_8b},
                                "workloads": {p: WORKLOADS[w] for p, w in load.items()}}
     rows: list[tuple[str, str, str, str]] = []
     started = time.perf_counter()
 
-    for shape, parts in ((shape_1b, ("mfu", "lora")), (shape_8b, ("qlora",))):
+    for shape, parts in ((shape_1b, ("mfu", "lora", "zero3")), (shape_8b, ("qlora",))):
         if any(p in args.only for p in parts) and not (work_root / f"model-{shape}" / "config.json").exists():
             built = spawn("model", shape, "smoke" if args.smoke else parts[0], work_root)
             figures.setdefault("model_builds", {})[shape] = built
@@ -377,6 +428,24 @@ def main() -> int:
         else:
             rows.append(("QLoRA peak GPU memory, 8B shape", "failed", "reported", "NO"))
 
+    if "zero3" in args.only:
+        z = spawn("zero3", shape_1b, load["zero3"], work_root) if deepspeed_available() else {
+            "error": "skipped: needs CUDA and deepspeed"}
+        figures["zero3_run"] = z
+        label = f"ZeRO-3 full fine-tuning, bf16, {z.get('gpus', '?')} GPU(s)"
+        if "error" in z:
+            rows.append((label, z["error"][:40], "reported", "-"))
+        else:
+            plain = figures.get("mfu_run", {})
+            ratio = z["tokens_per_s"] / plain["tokens_per_s"] if plain.get("tokens_per_s") else None
+            figures.update(zero3_tokens_per_s=round(z["tokens_per_s"], 1),
+                           zero3_over_plain=None if ratio is None else round(ratio, 3),
+                           zero3_peak_cuda_mib=z["figures"].get("peak_cuda_mib"))
+            rows.append((label, f"{z['tokens_per_s']:.0f} tokens/s", "reported", "-"))
+            rows.append(("  ZeRO-3 / plain (tokens/s)", "n/a" if ratio is None else f"{ratio:.2f}", "reported", "-"))
+            peak = z["figures"].get("peak_cuda_mib")
+            rows.append(("  ZeRO-3 peak GPU memory, rank 0", f"{peak / 1024:.2f} GiB" if peak else "n/a", "reported", "-"))
+
     figures["seconds"] = round(time.perf_counter() - started, 1)
     print_table(f"GPU benchmarks on {name}{' (smoke)' if args.smoke else ''}", rows)
     merge_results("GPU_smoke" if args.smoke else "GPU", figures)
@@ -384,6 +453,7 @@ def main() -> int:
     if out_dir:
         (Path(out_dir) / "gpu-results.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
     failed = [k for k in ("mfu_run", "qlora_run") if "error" in figures.get(k, {})]
+    failed += [k for k in ("zero3_run",) if "skipped" not in figures.get(k, {}).get("error", "skipped")]
     failed += [k for k, v in figures.get("lora_runs", {}).items() if "error" in v and "skipped" not in v["error"]]
     return 1 if failed else 0
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU benchmarks on one CUDA machine, sized to finish in under 8 minutes on an H100 or H200:
 # MFU of full fine-tuning (~1.1B shape), LoRA tokens/s of ftx (with and without Liger) over a plain
-# TRL script, QLoRA peak memory on an 8B shape. From the repo root:
+# TRL script, QLoRA peak memory on an 8B shape, and full fine-tuning of the ~1.1B shape under
+# DeepSpeed ZeRO-3 ([distributed] strategy = "deepspeed", through `ftx run --nproc-per-node <GPUs>`;
+# it needs the deepspeed package in the image: DeepSpeed ships no binary wheel for .whl/, and the
+# line reports "skipped" without it). From the repo root:
 #
 #   bench/gpu_wheels.sh        # once, where pip reaches the registry: wheels the GPU image lacks -> .whl/
 #   bench/gpu.sh               # on the GPU machine (no network needed); extra arguments go to bench/gpu.py
@@ -28,7 +31,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUF
 export FTX_HOME="${FTX_HOME:-$(mktemp -d)}"
 "$PY" - <<'PY'
 import importlib
-for name in ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "liger_kernel", "triton", "ftx"):
+for name in ("torch", "transformers", "accelerate", "peft", "trl", "datasets", "bitsandbytes", "liger_kernel", "triton",
+             "deepspeed", "ftx"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', '?')}")
