@@ -98,11 +98,18 @@ def tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # padding and truncation are call-time settings the last call left behind (a left-padded
-        # generation, say), not part of what ids the tokenizer makes: they must not change the key
-        serialized = json.loads(backend.to_str())
-        serialized.pop("padding", None)
-        serialized.pop("truncation", None)
-        h.update(json.dumps(serialized, sort_keys=True).encode())
+        # generation, say), not part of what ids the tokenizer makes: they must not change the key.
+        # They come before "added_tokens" in the serialized form, so hashing from there leaves them out
+        # without parsing a vocabulary of tens of thousands of entries.
+        serialized = backend.to_str()
+        at = serialized.find('"added_tokens":')
+        if at >= 0:
+            h.update(serialized[at:].encode())
+        else:
+            parsed = json.loads(serialized)
+            parsed.pop("padding", None)
+            parsed.pop("truncation", None)
+            h.update(json.dumps(parsed, sort_keys=True).encode())
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     specials = {k: str(v) for k, v in getattr(tokenizer, "special_tokens_map", {}).items()}

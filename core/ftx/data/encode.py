@@ -245,8 +245,9 @@ class ChunkEncoder:
             return None
         return ids, labels
 
-    def chunks(self, examples: Iterable[Example], size: int = CHUNK) -> Iterator[Encoded]:
-        """Tokenise ``examples`` (any iterable: a lazy store is read a chunk at a time)."""
+    def chunks(self, examples: Iterable[Example], size: int | None = None) -> Iterator[Encoded]:
+        """Tokenise ``examples`` (any iterable: a lazy store is read a chunk at a time), :data:`CHUNK` at a time."""
+        size = size or CHUNK
         index = 0
         iterator = iter(examples)
         while True:

@@ -1,18 +1,47 @@
-"""Turn the recipe's files into validated, split examples through the selected data format."""
+"""Turn the recipe's files into validated, split examples through the selected data format.
+
+Rows stream through the format a row at a time; converted examples are kept in memory up to
+:data:`SPILL_AT` and beyond that written to disk (:class:`~ftx.data.store.StoredExamples`), so
+memory stays flat however large the data. What the split and the cache key need of each example
+is a fingerprint (8 bytes to find twins, 16 for the content digest), not the example itself.
+
+With ``data.cache`` on and local files, the converted, split examples are kept under
+``$FTX_HOME/data/examples-<key>``; the key hashes the files' bytes (in order, with their paths,
+which error messages name), the format, its options and code, ``[data]``'s conversion keys and the
+split seed. A later preparation of the same inputs reads the report and the split from there
+instead of converting again, and the tokenised cache is found from the stored digests without a
+pass over the examples.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import os
 import random
+import shutil
+import sys
+import tempfile
+import time
+import weakref
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ftx_hookspecs import DataFormat, Example, RowError
 
 from ..errors import DataError
 from ..recipe.schema import DataSection
-from .sources import Row, read_rows
+from .sources import Row, expand, read_rows
+
+SPILL_AT = 20_000
+"""Examples held in memory before preparation writes them to disk and reads them back on demand."""
+
+STORE_FORMAT = "1"
 
 
 @dataclass
@@ -37,10 +66,13 @@ class DataReport:
 
 @dataclass
 class PreparedData:
-    """Examples split into train and eval, plus their tokenised forms once an objective asks."""
+    """Examples split into train and eval, plus their tokenised forms once an objective asks.
 
-    train: list[Example]
-    eval: list[Example]
+    ``train`` and ``eval`` are lists, or for data larger than :data:`SPILL_AT` examples (and for a
+    large cache hit) :class:`~ftx.data.store.StoredExamples`: sequences read from disk on demand."""
+
+    train: Sequence[Example]
+    eval: Sequence[Example]
     report: DataReport
     tokenized: dict[str, Any] = field(default_factory=dict)
 
@@ -56,11 +88,11 @@ def map_columns(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str,
     return out
 
 
-def convert_rows(
+def convert_stream(
     rows: Iterable[Row], fmt: DataFormat, section: DataSection, report: DataReport
-) -> list[Example]:
-    """Convert rows; count bad ones by reason; in strict mode stop at the first with file and row."""
-    examples: list[Example] = []
+) -> Iterator[Example]:
+    """Convert rows one at a time; count bad ones by reason; in strict mode stop at the first with file and row."""
+    count = 0
     for row in rows:
         try:
             if "__error__" in row.data:
@@ -76,11 +108,17 @@ def convert_rows(
             continue
         for example in produced:
             example.meta.setdefault("source", f"{row.source}:{row.index}")
-            examples.append(example)
-        if section.limit and len(examples) >= section.limit:
-            del examples[section.limit :]
-            break
-    return examples
+            yield example
+            count += 1
+            if section.limit and count >= section.limit:
+                return
+
+
+def convert_rows(
+    rows: Iterable[Row], fmt: DataFormat, section: DataSection, report: DataReport
+) -> list[Example]:
+    """Convert rows; count bad ones by reason; in strict mode stop at the first with file and row."""
+    return list(convert_stream(rows, fmt, section, report))
 
 
 def check_bad_fraction(report: DataReport, section: DataSection) -> None:
@@ -114,46 +152,275 @@ def example_key(example: Example) -> str:
     return repr((type(example).__name__, fields))
 
 
+def fingerprint(example: Example) -> tuple[bytes, bytes]:
+    """8 bytes of :func:`example_key` (twins in a split) and the 16-byte content digest of the cache key."""
+    fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
+    text = repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass")
+    key = hashlib.blake2b(text, digest_size=8).digest()
+    if example.meta.get("tools"):
+        from .cache import example_digest
+
+        return key, example_digest(example)
+    return key, hashlib.blake2b(text, digest_size=16).digest()
+
+
+def held_out_indices(keys: Any, fraction: float, seed: int) -> tuple[Any, Any, int]:
+    """:func:`split_held_out` on example keys (``uint64`` fingerprints): kept and held-out indices, in order, and
+    how many held-out examples equal a kept one. Memory is a few bytes per example."""
+    import numpy as np
+
+    n = len(keys)
+    order_list = array("q", range(n))
+    random.Random(seed).shuffle(order_list)  # the same permutation as shuffling a list
+    order = np.frombuffer(order_list, dtype=np.int64)
+    n_eval = max(1, round(n * fraction))
+    if n_eval >= n:
+        raise DataError(f"data.eval = {fraction} leaves no training rows out of {n}")
+    held, rest = order[:n_eval], order[n_eval:]
+    twin = np.isin(keys[held], keys[rest])
+    if twin.any():
+        twins = held[twin]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        once = counts[inverse] == 1
+        unique = rest[once[rest]][: len(twins)]
+        held = np.concatenate([held[~twin], unique, twins[len(unique):]])
+    chosen = np.zeros(n, dtype=bool)
+    chosen[held] = True
+    leaked = int(np.count_nonzero(np.isin(keys[chosen], keys[~chosen])))
+    return np.flatnonzero(~chosen), np.flatnonzero(chosen), leaked
+
+
 def split_held_out(train: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example], int]:
     """Hold out ``fraction`` of the examples at random, keeping no example on both sides where the data allows:
     a held-out example equal to one kept for training is swapped for a training example that has no twin.
     Returns train, eval and how many held-out examples still equal a training example (too few unique rows
     to swap in). The split is unchanged for data without duplicates."""
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(train) * fraction))
-    if n_eval >= len(train):
-        raise DataError(f"data.eval = {fraction} leaves no training rows out of {len(train)}")
-    keys = [example_key(example) for example in train]
-    held, rest = order[:n_eval], order[n_eval:]
-    trained_keys = {keys[i] for i in rest}
-    twins = [i for i in held if keys[i] in trained_keys]
-    if twins:
-        counts = Counter(keys)
-        unique = [j for j in rest if counts[keys[j]] == 1][: len(twins)]
-        held = [i for i in held if keys[i] not in trained_keys] + unique + twins[len(unique):]
-    chosen = set(held)
-    kept = [ex for i, ex in enumerate(train) if i not in chosen]
-    kept_keys = {keys[i] for i in range(len(train)) if i not in chosen}
-    leaked = sum(1 for i in chosen if keys[i] in kept_keys)
-    return kept, [train[i] for i in sorted(chosen)], leaked
+    import numpy as np
+
+    keys = np.frombuffer(b"".join(fingerprint(example)[0] for example in train), dtype=np.uint64)
+    kept, held, leaked = held_out_indices(keys, fraction, seed)
+    return [train[i] for i in kept.tolist()], [train[i] for i in held.tolist()], leaked
+
+
+class _Collected:
+    """Examples as they are converted: in memory up to :data:`SPILL_AT`, then on disk; their fingerprints."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder  # the cache entry being written, or None (a temporary folder if it grows)
+        self.items: list[Example] | None = []
+        self.writer: Any = None
+        self.owner: Any = None
+        self.keys = bytearray()
+        self.digests = bytearray()
+        self.count = 0
+        if folder is not None:
+            from .store import ExampleWriter
+
+            self.writer = ExampleWriter(folder)
+
+    def add(self, example: Example) -> None:
+        key, digest = fingerprint(example)
+        self.keys += key
+        self.digests += digest
+        self.count += 1
+        if self.writer is not None:
+            self.writer.add(example)
+        if self.items is not None:
+            self.items.append(example)
+            if len(self.items) > SPILL_AT:
+                self._spill()
+
+    def _spill(self) -> None:
+        from .store import ExampleWriter
+
+        if self.writer is None:
+            folder = Path(tempfile.mkdtemp(prefix="ftx-examples-"))
+            self.owner = _TemporaryFolder(folder)
+            self.folder = folder
+            self.writer = ExampleWriter(folder)
+            for item in self.items or []:
+                self.writer.add(item)
+        self.items = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def select(self, indices: Any) -> Sequence[Example]:
+        """The examples at ``indices`` (ascending), with their content digest."""
+        from .store import StoredExamples
+
+        digest = split_digest(self.digests, indices)
+        if self.items is not None:
+            items = self.items
+            return [items[i] for i in indices.tolist()]
+        assert self.folder is not None
+        return StoredExamples(self.folder, indices, digest, owner=self.owner)
+
+
+class _TemporaryFolder:
+    """A folder removed when the last sequence reading it is gone (or at exit)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        weakref.finalize(self, shutil.rmtree, str(folder), True)
+
+
+def split_digest(digests: bytes | bytearray, indices: Any) -> str:
+    """:func:`ftx.data.cache.examples_digest` of the examples at ``indices``, from their stored digests."""
+    import numpy as np
+
+    table = np.frombuffer(bytes(digests), dtype=np.uint8).reshape(-1, 16)
+    return hashlib.sha256(table[indices].tobytes()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _format_identity(fmt: DataFormat) -> dict[str, Any] | None:
+    """The format's class, options and source, or ``None`` when its options cannot be written down stably."""
+    cls = type(fmt)
+    options = getattr(fmt, "options", None)
+    if options is not None and hasattr(options, "model_dump_json"):
+        described = options.model_dump_json()
+    else:
+        described = repr(sorted((k, v) for k, v in vars(fmt).items()))
+        if " at 0x" in described:
+            return None
+    try:
+        source = hashlib.sha256(Path(inspect.getsourcefile(cls) or "").read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "options": described, "source": source}
+
+
+def _local_files(spec: str | list[str]) -> list[Path] | None:
+    files = [Path(item) for item in expand(spec)]
+    return files if all(path.is_file() for path in files) else None
+
+
+def source_key(section: DataSection, fmt: DataFormat, seed: int) -> tuple[str, dict[str, Any]] | None:
+    """The key of the converted, split examples: the files' bytes and everything that shapes conversion and split;
+    ``None`` when the inputs are not all local files (a hub dataset) or the format cannot be described."""
+    train = _local_files(section.train)
+    evals = _local_files(section.eval) if isinstance(section.eval, (str, list)) else []
+    identity = _format_identity(fmt)
+    if train is None or evals is None or identity is None:
+        return None
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in ("prepare.py", "sources.py", "store.py"))
+                          + STORE_FORMAT.encode()).hexdigest()
+    parts = {
+        "train": [[str(p.resolve()), _file_digest(p)] for p in train],
+        "eval": [[str(p.resolve()), _file_digest(p)] for p in evals] if evals else section.eval,
+        "format": section.format, "identity": identity, "columns": dict(sorted(section.columns.items())),
+        "limit": section.limit, "strict": section.strict, "seed": section.seed if section.seed is not None else seed,
+        "code": code, "python": sys.version_info[:2],
+    }
+    return "examples-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24], parts
+
+
+def _load_prepared(folder: Path, section: DataSection) -> PreparedData | None:
+    """A stored preparation, or ``None`` when missing or damaged (then it is rebuilt)."""
+    import numpy as np
+
+    from .store import StoredExamples
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("format") != STORE_FORMAT:
+            return None
+        sizes = manifest["sizes"]
+        if any((folder / n).stat().st_size != size for n, size in sizes.items()):
+            return None
+        splits = {}
+        for name in ("train", "eval"):
+            indices = np.fromfile(folder / f"{name}.index", dtype=np.int64)
+            stored = StoredExamples(folder, indices, manifest["digests"][name])
+            splits[name] = list(stored) if manifest["total"] <= SPILL_AT else stored
+        saved = manifest["report"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError, ImportError, IndexError):
+        return None  # unpickling a changed class raises these too: rebuilt
+    report = DataReport(int(saved["kept"]), Counter(saved["dropped"]), dict(saved["first_bad"]), int(saved["duplicates"]))
+    return PreparedData(splits["train"], splits["eval"], report)
+
+
+def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder: Path | None) -> tuple[PreparedData, dict[str, Any]]:
+    """The conversion itself: rows stream in, examples go to memory or ``folder``; returns the data and a manifest."""
+    import numpy as np
+
+    report = DataReport()
+    train = _Collected(folder)
+    for example in convert_stream(read_rows(section.train, section.split), fmt, section, report):
+        train.add(example)
+    train.close()
+    all_train = np.arange(train.count, dtype=np.int64)
+    if isinstance(section.eval, (str, list)):
+        evals = _Collected(None)
+        for example in convert_stream(read_rows(section.eval, "validation"), fmt, section, report):
+            evals.add(example)
+        evals.close()
+        report.kept = train.count + evals.count
+        check_bad_fraction(report, section)
+        keys = np.frombuffer(bytes(train.keys), dtype=np.uint64)
+        report.duplicates = int(np.count_nonzero(np.isin(np.frombuffer(bytes(evals.keys), dtype=np.uint64), keys)))
+        data = PreparedData(train.select(all_train), evals.select(np.arange(evals.count, dtype=np.int64)), report)
+        return data, {}  # a separate eval file is not stored with the train examples: not cached
+    report.kept = train.count
+    check_bad_fraction(report, section)
+    held = np.zeros(0, dtype=np.int64)
+    kept = all_train
+    if isinstance(section.eval, float):
+        keys = np.frombuffer(bytes(train.keys), dtype=np.uint64)
+        kept, held, report.duplicates = held_out_indices(keys, section.eval, section.seed if section.seed is not None else seed)
+    data = PreparedData(train.select(kept), train.select(held), report)
+    manifest = {"indices": {"train": kept, "eval": held}, "total": train.count,
+                "digests": {"train": split_digest(train.digests, kept), "eval": split_digest(train.digests, held)}}
+    return data, manifest
 
 
 def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
-    """Read, convert, validate and split the recipe's data."""
-    report = DataReport()
-    train = convert_rows(read_rows(section.train, section.split), fmt, section, report)
-    if isinstance(section.eval, (str, list)):
-        eval_examples = convert_rows(read_rows(section.eval, "validation"), fmt, section, report)
-        report.kept = len(train) + len(eval_examples)
-        check_bad_fraction(report, section)
-        trained_keys = {example_key(example) for example in train}
-        report.duplicates = sum(1 for example in eval_examples if example_key(example) in trained_keys)
-        return PreparedData(train, eval_examples, report)
-    report.kept = len(train)
-    check_bad_fraction(report, section)
-    if isinstance(section.eval, float):
-        train, eval_examples, report.duplicates = split_held_out(
-            train, section.eval, section.seed if section.seed is not None else seed)
-        return PreparedData(train, eval_examples, report)
-    return PreparedData(train, [], report)
+    """Read, convert, validate and split the recipe's data (from the cache when the same inputs were prepared)."""
+    from .cache import data_cache_root
+
+    keyed = source_key(section, fmt, seed) if section.cache and not isinstance(section.eval, (str, list)) else None
+    if keyed is None:
+        return _convert_and_split(section, fmt, seed, None)[0]
+    key, parts = keyed
+    root = data_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / key
+    if folder.is_dir():
+        found = _load_prepared(folder, section)
+        if found is not None:
+            check_bad_fraction(found.report, section)
+            return found
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        data, manifest = _convert_and_split(section, fmt, seed, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        for name, indices in manifest["indices"].items():
+            indices.tofile(tmp / f"{name}.index")
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        (tmp / "manifest.json").write_text(json.dumps({
+            "format": STORE_FORMAT, "key": key, "parts": parts, "created": time.time(), "sizes": sizes,
+            "total": manifest["total"], "digests": manifest["digests"], "report": data.report.as_dict(),
+        }, indent=1), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # only slower next time
+        return data
+    for split in (data.train, data.eval):
+        if hasattr(split, "folder"):
+            split.folder = folder  # its files are open already; later readers find them here
+    return data

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from array import array
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from ftx_hookspecs import Example
 
 from .tokenize import IGNORE_INDEX, Tokenized
 
-READ_BLOCK = 1 << 22
+READ_BLOCK = 1 << 18
 """Bytes of neighbouring examples read at once when iterating."""
 
 
@@ -55,7 +56,8 @@ class ExampleWriter:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.handle = open(folder / "examples.pkl", "wb")  # noqa: SIM115 - closed by close()
-        self.offsets: list[int] = [0]
+        self.offsets = array("q", [0])
+        self.closed = False
 
     def add(self, example: Example) -> None:
         blob = pickle.dumps(example, protocol=pickle.HIGHEST_PROTOCOL)
@@ -63,8 +65,11 @@ class ExampleWriter:
         self.offsets.append(self.offsets[-1] + len(blob))
 
     def close(self) -> None:
-        self.handle.close()
-        np.asarray(self.offsets, dtype=np.int64).tofile(self.folder / "examples.offsets")
+        if not self.closed:
+            self.closed = True
+            self.handle.close()
+            with open(self.folder / "examples.offsets", "wb") as handle:
+                self.offsets.tofile(handle)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -77,8 +82,10 @@ class StoredExamples(Sequence[Example]):
     :func:`ftx.data.cache.examples_digest`), carried so a cache key needs no pass over them.
     """
 
-    def __init__(self, folder: Path, indices: np.ndarray | None = None, digest: str | None = None) -> None:
+    def __init__(self, folder: Path, indices: np.ndarray | None = None, digest: str | None = None,
+                 owner: Any = None) -> None:
         self.folder = folder
+        self.owner = owner  # keeps a temporary folder alive while a view of it is
         offsets = np.fromfile(folder / "examples.offsets", dtype=np.int64)
         if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != (folder / "examples.pkl").stat().st_size:
             raise ValueError(f"stored examples in {folder} are damaged (offsets disagree with the data)")
@@ -184,8 +191,8 @@ class TokenizedSplit(Sequence[Tokenized]):
         if self._arrays is not None:
             return self._arrays[0][a:b], self._arrays[1][a:b]
         size, at = 4 * (b - a), 4 * a
-        ids = np.frombuffer(_pread(self.fds[0], size, at), dtype=np.int32)
-        labels = np.frombuffer(_pread(self.fds[1], size, at), dtype=np.int32)
+        ids = np.frombuffer(bytearray(_pread(self.fds[0], size, at)), dtype=np.int32)  # writable, as torch prefers
+        labels = np.frombuffer(bytearray(_pread(self.fds[1], size, at)), dtype=np.int32)
         return ids, labels
 
     @overload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ftx.api import CausalLMCollator, PackedCollator, Tokenized, tokenize_prepared
@@ -10,7 +11,10 @@ from ftx_hookspecs import RunContext, TrainResult
 from . import SFTOptions, TextOptions
 
 
-def _features(items: list[Tokenized]) -> list[dict[str, list[int]]]:
+def _features(items: Sequence[Tokenized]) -> Sequence[dict[str, Any]]:
+    lazy = getattr(items, "features", None)  # tokenised splits read their arrays when a batch asks
+    if callable(lazy):
+        return lazy()
     return [{"input_ids": t.input_ids, "labels": t.labels} for t in items]
 
 
@@ -33,7 +37,8 @@ def train_language_model(model: Any, ctx: RunContext, train_on: str) -> TrainRes
     )
     result = ctx.fit(trainer)
     seconds = result.metrics["train_seconds"]
-    per_example = sum(t.trained for t in train) / len(train)
+    trained_total = getattr(train, "trained_tokens", None)
+    per_example = (trained_total if isinstance(trained_total, int) else sum(t.trained for t in train)) / len(train)
     trained_tokens = per_example * result.metrics["steps"] * ctx.train.batch_size * ctx.train.grad_accum
     result.metrics["examples"] = float(len(train))
     if seconds > 0:
