@@ -199,3 +199,16 @@ def test_peak_memory_does_not_grow_with_the_rows(tmp_path, home, monkeypatch, pl
     large = _peak_bytes(tmp_path, 8000, plugin_manager, tiny_tokenizer)
     # 8x the rows: only a few bytes per row (fingerprints, offsets) may grow
     assert large < 1.5 * small, (small, large)
+
+
+def test_parquet_is_read_in_batches_with_row_numbers(tmp_path, plugin_manager):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(9000)]
+    rows[5000]["output"] = ""  # a bad row past the first batch is named by its record number
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet", row_group_size=2500)
+    data = prepare(plugin_manager, {"format": "alpaca", "train": str(tmp_path / "rows.parquet"), "eval": None,
+                                    "cache": False})
+    assert len(data.train) == 8999 and data.train[-1].messages[-1]["content"] == "8999"
+    assert data.report.first_bad["empty content"].startswith(f"{tmp_path / 'rows.parquet'}, row 5001:")

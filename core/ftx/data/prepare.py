@@ -270,7 +270,7 @@ def split_digest(digests: bytes | bytearray, indices: Any) -> str:
     """:func:`ftx.data.cache.examples_digest` of the examples at ``indices``, from their stored digests."""
     import numpy as np
 
-    table = np.frombuffer(bytes(digests), dtype=np.uint8).reshape(-1, 16)
+    table = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16)
     return hashlib.sha256(table[indices].tobytes()).hexdigest()
 
 
@@ -367,8 +367,8 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
         evals.close()
         report.kept = train.count + evals.count
         check_bad_fraction(report, section)
-        keys = np.frombuffer(bytes(train.keys), dtype=np.uint64)
-        report.duplicates = int(np.count_nonzero(np.isin(np.frombuffer(bytes(evals.keys), dtype=np.uint64), keys)))
+        keys = np.frombuffer(train.keys, dtype=np.uint64)
+        report.duplicates = int(np.count_nonzero(np.isin(np.frombuffer(evals.keys, dtype=np.uint64), keys)))
         data = PreparedData(train.select(all_train), evals.select(np.arange(evals.count, dtype=np.int64)), report)
         return data, {}  # a separate eval file is not stored with the train examples: not cached
     report.kept = train.count
@@ -376,7 +376,7 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
     held = np.zeros(0, dtype=np.int64)
     kept = all_train
     if isinstance(section.eval, float):
-        keys = np.frombuffer(bytes(train.keys), dtype=np.uint64)
+        keys = np.frombuffer(train.keys, dtype=np.uint64)
         kept, held, report.duplicates = held_out_indices(keys, section.eval, section.seed if section.seed is not None else seed)
     data = PreparedData(train.select(kept), train.select(held), report)
     manifest = {"indices": {"train": kept, "eval": held}, "total": train.count,

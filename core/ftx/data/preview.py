@@ -125,10 +125,17 @@ def preview(
             echo(click.style(f"--- sample {i + 1} ({len(tok.input_ids)} tokens, {tok.trained} trained)", bold=True)
                  if color else f"--- sample {i + 1} ({len(tok.input_ids)} tokens, {tok.trained} trained)")
             echo(render_tokens(tokenizer, tok, color))
-        for tok in [*result.train, *result.eval]:
-            stats.lengths.append(len(tok.input_ids))
-            stats.trained_tokens += tok.trained
-            stats.total_tokens += len(tok.input_ids)
+        for split in (result.train, result.eval):  # from the splits' totals: no pass over every token
+            lengths = getattr(split, "lengths", None)
+            if lengths is not None:
+                stats.lengths.extend(lengths.tolist())
+                stats.trained_tokens += split.trained_tokens
+                stats.total_tokens += split.tokens
+                continue
+            for tok in split:
+                stats.lengths.append(len(tok.input_ids))
+                stats.trained_tokens += tok.trained
+                stats.total_tokens += len(tok.input_ids)
         legend = "green" if color else f"{OPEN}...{CLOSE}"
         echo(f"--- trained tokens are shown {legend}; the rest is context without loss (train_on = {_train_on(recipe)!r})")
     else:

@@ -151,17 +151,24 @@ def _table_rows(path: Path, source: str, suffix: str) -> Iterator[Row]:
 
 
 def _parquet_rows(path: Path, source: str) -> Iterator[Row]:
+    """Rows of a Parquet file, read a batch of rows at a time (memory does not grow with the file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+    def unreadable(exc: Exception) -> DataError:
         first = (str(exc).splitlines() or [""])[0]
-        raise DataError(f"{path} is not a readable Parquet file ({first}); give a Parquet file or rename it "
-                        "to its real format") from None
-    for index, record in enumerate(table.to_pylist(), 1):
-        yield Row(record, source, index)
+        return DataError(f"{path} is not a readable Parquet file ({first}); give a Parquet file or rename it "
+                         "to its real format")
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+        index = 0
+        for batch in batches:
+            for record in batch.to_pylist():
+                index += 1
+                yield Row(record, source, index)
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable(exc) from None
 
 
 def _rows_by_suffix(path: Path, suffix: str) -> Iterator[Row]:
