@@ -23,10 +23,11 @@ SUITE = {
     "cli": ["cli.py"],
     "sft": ["sft.py"],
     "data": ["data.py"],
+    "data_scale": ["data_scale.py"],
     "methods": ["methods.py"],
     "evaluator": ["evaluator.py"],
 }
-QUICK = {"sft": ["--steps", "20", "--repeats", "1"]}
+QUICK = {"sft": ["--steps", "20", "--repeats", "1"], "data_scale": ["--sizes", "1000,10000,100000", "--before", "1000"]}
 
 GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
     # (label, section, path to the figure, goal as printed, test)
@@ -42,6 +43,11 @@ GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
     ("B4 QLoRA linear bytes / bf16", "methods", ("qlora_linear_bytes_over_bf16",), "<= 0.27", lambda v: v <= 0.27),
     ("B5 LoRA trainable state / full", "methods", ("lora_trainable_state_over_full",), "<= 0.05", lambda v: v <= 0.05),
     ("B6 second / first data preparation", "data", ("prepare_second_over_first",), "<= 0.1", lambda v: v <= 0.1),
+    ("B8 data preparation per row: before / now (worst size)", "B8_data_scale", ("per_row_speedup_worst",), ">= 10",
+     lambda v: v >= 10),
+    ("B8 peak RSS: largest size / 1k rows", "B8_data_scale", ("peak_rss_over_smallest",), "<= 1.5", lambda v: v <= 1.5),
+    ("B8 cache hit / first preparation (worst size)", "B8_data_scale", ("hit_over_first_worst",), "< 0.1",
+     lambda v: v < 0.1),
     ("evaluator generation: batched / one by one", "evaluator", ("batched_speedup",), ">= 3", lambda v: v >= 3),
 ]
 
