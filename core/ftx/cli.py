@@ -243,11 +243,12 @@ def run(recipe_path: Path, overrides: tuple[str, ...], output: Path | None, over
         raise click.UsageError("--overwrite and --resume exclude each other")
     import os
 
-    from .distributed import CHILD_FLAG, launch, needs_launcher
+    from .distributed import CHILD_FLAG, launch, launched, needs_launcher
 
     manager, recipe = _load(recipe_path, overrides)  # a bad recipe fails here, once, before any process starts
     strategy = getattr(getattr(recipe, "distributed", None), "strategy", "ddp")
-    if needs_launcher(nproc_per_node, nnodes, strategy) and not os.environ.get(CHILD_FLAG):
+    under_launcher = os.environ.get(CHILD_FLAG) or launched()  # ftx's own, or torchrun started by hand
+    if needs_launcher(nproc_per_node, nnodes, strategy) and not under_launcher:
         args = ["run", str(recipe_path), *[f"--set={o}" for o in overrides]]
         args += [f"--output={output}"] if output else []
         args += ["--overwrite"] if overwrite else []

@@ -62,8 +62,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not a DeepSpeed config object")
+    if not isinstance(config, dict):  # a ValueError like the others: the loader reports each as a recipe problem
+        message = f"{path} holds a JSON {type(config).__name__}, not a DeepSpeed config object"
+        raise ValueError(message)  # noqa: TRY004
     return config
 
 

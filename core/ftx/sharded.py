@@ -49,6 +49,22 @@ def enable_fsdp_on_cpu(trainer: Any) -> None:
     trainer.is_fsdp_enabled = True
 
 
+def sync_from_rank0(model: Any) -> None:
+    """Give every rank rank 0's parameters and buffers before FSDP shards them (a collective).
+
+    DDP broadcasts rank 0's weights when it wraps a model; FSDP2 shards what each rank holds, so ranks whose
+    weights differ (an adapter initialised after a different use of the random generator, a model cache one
+    rank built and another read) would train a patchwork. FSDP1's ``sync_module_states`` did this."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
 def meta_copy(model: Any) -> Any:
     """An unsharded copy of ``model`` whose parameters are on the meta device (no memory) and whose buffers are
     cloned (the non-persistent ones, such as rotary frequencies, are in no state dict). Tied weights stay tied."""

@@ -230,12 +230,13 @@ def fit_trainer(ctx: RunContext, trainer: Any) -> TrainResult:
 def _prepare_sharding(trainer: Any) -> tuple[Any, list[Any]] | None:
     """For an FSDP or DeepSpeed trainer: FSDP's plugin on CPU too, a shard-measuring callback, and the unsharded
     meta-device copy the trained weights are gathered into (:mod:`ftx.sharded`); ``None`` for other trainers."""
-    from .sharded import enable_fsdp_on_cpu, meta_copy, shard_callback, uses_sharding
+    from .sharded import enable_fsdp_on_cpu, meta_copy, shard_callback, sync_from_rank0, uses_sharding
 
     if not uses_sharding(trainer):
         return None
     enable_fsdp_on_cpu(trainer)
     shards: list[Any] = []
     if getattr(trainer, "is_fsdp_enabled", False):
+        sync_from_rank0(trainer.model)
         trainer.add_callback(shard_callback(shards))
     return meta_copy(trainer.model), shards
