@@ -157,3 +157,14 @@ def test_meta_copy_costs_no_memory_keeps_ties_and_loads_full_weights():
     skeleton.tie_weights()
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(skeleton(ids).logits, model(ids).logits)
+
+
+def test_run_folders_of_earlier_versions_still_read(tmp_path):
+    """A recipe.lock.toml written before sharded training spelled ``distributed.fsdp = "full_shard auto_wrap"``:
+    the run folder must stay readable (export, serve, resume); any other value of the gone key is refused by name."""
+    from ftx.recipe.schema import DistributedSection
+    from pydantic import ValidationError
+
+    assert DistributedSection.model_validate({"strategy": "ddp", "fsdp": "full_shard auto_wrap"}).strategy == "ddp"
+    with pytest.raises(ValidationError, match="fsdp .*is gone"):
+        DistributedSection.model_validate({"strategy": "fsdp", "fsdp": "shard_grad_op"})

@@ -213,6 +213,8 @@ FSDP_KEYS = ("fsdp_version", "reshard_after_forward", "cpu_offload", "activation
 """``[distributed]`` keys that apply to ``strategy = "fsdp"`` only."""
 DEEPSPEED_KEYS = ("zero_stage", "offload_optimizer", "offload_params", "deepspeed")
 """``[distributed]`` keys that apply to ``strategy = "deepspeed"`` only."""
+LEGACY_FSDP_DEFAULT = "full_shard auto_wrap"
+"""The ``distributed.fsdp`` string every ``recipe.lock.toml`` of ftx 0.1 before sharded training recorded."""
 DEEPSPEED_INSTALL = "pip install deepspeed"
 """What installs DeepSpeed (it builds its CUDA kernels when first used, so it needs the CUDA toolkit too)."""
 
@@ -246,6 +248,18 @@ class DistributedSection(Section):
     deepspeed: str | None = Field(
         None, description="deepspeed: a DeepSpeed JSON config file of your own, used instead of the keys above"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_fsdp_string(cls, data: Any) -> Any:
+        # recipe.lock.toml files written before FSDP trained for real spell the old default option string;
+        # the run folders they describe must stay readable (export, serve, resume)
+        if isinstance(data, dict) and data.get("fsdp") == LEGACY_FSDP_DEFAULT:
+            data = {k: v for k, v in data.items() if k != "fsdp"}
+        elif isinstance(data, dict) and "fsdp" in data:
+            raise ValueError("fsdp (transformers' option string) is gone: set strategy = 'fsdp' and, where needed, "
+                             "reshard_after_forward, cpu_offload or activation_checkpointing")
+        return data
 
     @field_validator("strategy")
     @classmethod

@@ -8,7 +8,8 @@ template; its greedy replies to those prompts equal the exported model's (f16) o
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,13 @@ def load_gguf(file: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    saved = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the reader's per-tensor progress bar would fill the export's output
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+        with contextlib.redirect_stderr(io.StringIO()):  # the reader draws a progress bar per tensor on stderr
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+            model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
     except Exception as exc:  # any reader failure means the file is not usable
         raise GGUFCheckFailed(f"the written GGUF file does not load back ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}). Nothing was exported.") from exc
-    finally:
-        if saved is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
