@@ -16,7 +16,7 @@ from ftx_hookspecs import ChatExample, TextExample
 import ftx.data.cache as cache_module
 import ftx.data.encode as encode_module
 import ftx.data.prepare as prepare_module
-from ftx.data.cache import tokenize_cached
+from ftx.data.cache import examples_digest, tokenize_cached
 from ftx.data.layout import layout_for
 from ftx.data.prepare import example_key, held_out_indices, split_held_out
 from ftx.data.store import StoredExamples, TokenizedSplit
@@ -129,6 +129,12 @@ def test_examples_past_the_threshold_stream_to_disk_with_the_same_result(tmp_pat
     assert list(streamed.train) == in_memory.train and list(streamed.eval) == in_memory.eval
     assert streamed.train[7] == in_memory.train[7] and streamed.train[-3:] == in_memory.train[-3:]
     assert streamed.report.as_dict() == in_memory.report.as_dict()
+    digests = streamed.current_digests()
+    assert digests == in_memory.current_digests()
+    assert digests == {"train": examples_digest(in_memory.train), "eval": examples_digest(in_memory.eval)}
+    in_memory.train = in_memory.train[:-1]
+    assert in_memory.current_digests() is None  # a changed split is digested again, never keyed by a stale digest
+    in_memory.train = list(streamed.train)
     monkeypatch.setattr(cache_module, "IN_MEMORY_TOKENS", 0)  # the tokens are read back from the files
     a = tokenize_cached(tiny_tokenizer, in_memory.train, in_memory.eval, max_length=64)
     b = tokenize_cached(tiny_tokenizer, streamed.train, streamed.eval, max_length=64)

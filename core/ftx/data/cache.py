@@ -125,12 +125,15 @@ def _code_digest() -> str:
 
 
 def cache_key(
-    tokenizer: Any, train: Sequence[Example], evals: Sequence[Example], options: dict[str, Any]
+    tokenizer: Any, train: Sequence[Example], evals: Sequence[Example], options: dict[str, Any],
+    digests: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The cache key and the parts it was made from (stored with the entry, for people debugging a miss)."""
+    """The cache key and the parts it was made from (stored with the entry, for people debugging a miss).
+
+    ``digests``: the splits' :func:`examples_digest` values where preparation already computed them."""
     parts = {
-        "train": examples_digest(train),
-        "eval": examples_digest(evals),
+        "train": digests["train"] if digests else examples_digest(train),
+        "eval": digests["eval"] if digests else examples_digest(evals),
         "tokenizer": tokenizer_digest(tokenizer),
         "template": hashlib.sha256(str(getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest(),
         "options": dict(sorted(options.items())),
@@ -323,11 +326,15 @@ def tokenize_cached(
     train_on: str = "assistant",
     strict: bool = False,
     use_cache: bool = True,
+    digests: dict[str, str] | None = None,
 ) -> TokenizeResult:
-    """Tokenise train and eval examples through the cache (see the module docstring for the key)."""
+    """Tokenise train and eval examples through the cache (see the module docstring for the key).
+
+    ``digests``: the content digests of ``train`` and ``eval`` when the caller has them
+    (:meth:`~ftx.data.prepare.PreparedData.current_digests`), so the key needs no pass over the examples."""
     options = {"max_length": max_length, "overlength": overlength, "train_on": train_on, "strict": strict}
     if use_cache:
-        key, parts = cache_key(tokenizer, train, evals, options)
+        key, parts = cache_key(tokenizer, train, evals, options, digests)
         folder = data_cache_root() / key
         if folder.is_dir():
             found = load_entry(folder)
@@ -365,6 +372,7 @@ def tokenize_prepared(
         tokenizer, data.train, data.eval,
         max_length=int(data_cfg["max_length"]), overlength=str(data_cfg.get("overlength", "truncate")),
         train_on=train_on, strict=bool(data_cfg.get("strict", False)), use_cache=bool(data_cfg.get("cache", True)),
+        digests=data.current_digests() if hasattr(data, "current_digests") else None,
     )
     report = getattr(data, "report", None)
     if report is not None and result.dropped:

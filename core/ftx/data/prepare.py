@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -75,6 +76,20 @@ class PreparedData:
     eval: Sequence[Example]
     report: DataReport
     tokenized: dict[str, Any] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict, repr=False)
+    """Content digests of ``train`` and ``eval`` as prepared (see :meth:`current_digests`)."""
+    _prepared: tuple[int, int, int, int] = field(default=(0, 0, 0, 0), repr=False)
+
+    def remember_digests(self, train: str, evals: str) -> None:
+        """Record the splits' content digests, computed while preparing, for the cache key."""
+        self.digests = {"train": train, "eval": evals}
+        self._prepared = (id(self.train), len(self.train), id(self.eval), len(self.eval))
+
+    def current_digests(self) -> dict[str, str] | None:
+        """The recorded digests while ``train`` and ``eval`` are still the sequences prepared, else ``None``."""
+        if not self.digests or self._prepared != (id(self.train), len(self.train), id(self.eval), len(self.eval)):
+            return None
+        return self.digests
 
 
 def map_columns(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
@@ -213,10 +228,6 @@ class _Collected:
         self.keys = bytearray()
         self.digests = bytearray()
         self.count = 0
-        if folder is not None:
-            from .store import ExampleWriter
-
-            self.writer = ExampleWriter(folder)
 
     def add(self, example: Example) -> None:
         key, digest = fingerprint(example)
@@ -233,13 +244,12 @@ class _Collected:
     def _spill(self) -> None:
         from .store import ExampleWriter
 
-        if self.writer is None:
-            folder = Path(tempfile.mkdtemp(prefix="ftx-examples-"))
-            self.owner = _TemporaryFolder(folder)
-            self.folder = folder
-            self.writer = ExampleWriter(folder)
-            for item in self.items or []:
-                self.writer.add(item)
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="ftx-examples-"))
+            self.owner = _TemporaryFolder(self.folder)
+        self.writer = ExampleWriter(self.folder)
+        for item in self.items or []:
+            self.writer.add(item)
         self.items = None
 
     def close(self) -> None:
@@ -312,9 +322,11 @@ def source_key(section: DataSection, fmt: DataFormat, seed: int) -> tuple[str, d
     identity = _format_identity(fmt)
     if train is None or evals is None or identity is None:
         return None
+    import ftx_hookspecs.examples as example_kinds
+
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in ("prepare.py", "sources.py", "store.py"))
-                          + STORE_FORMAT.encode()).hexdigest()
+    sources = [here / name for name in ("prepare.py", "sources.py", "store.py")] + [Path(example_kinds.__file__)]
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in sources) + STORE_FORMAT.encode()).hexdigest()
     parts = {
         "train": [[str(p.resolve()), _file_digest(p)] for p in train],
         "eval": [[str(p.resolve()), _file_digest(p)] for p in evals] if evals else section.eval,
@@ -338,16 +350,19 @@ def _load_prepared(folder: Path, section: DataSection) -> PreparedData | None:
         sizes = manifest["sizes"]
         if any((folder / n).stat().st_size != size for n, size in sizes.items()):
             return None
-        splits = {}
-        for name in ("train", "eval"):
-            indices = np.fromfile(folder / f"{name}.index", dtype=np.int64)
-            stored = StoredExamples(folder, indices, manifest["digests"][name])
-            splits[name] = list(stored) if manifest["total"] <= SPILL_AT else stored
+        if (folder / "lists.pkl").is_file():  # a small preparation: both splits in one pickle
+            train, evals = pickle.loads((folder / "lists.pkl").read_bytes())
+            splits = {"train": train, "eval": evals}
+        else:
+            splits = {name: StoredExamples(folder, np.fromfile(folder / f"{name}.index", dtype=np.int64),
+                                           manifest["digests"][name]) for name in ("train", "eval")}
         saved = manifest["report"]
     except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError, ImportError, IndexError):
         return None  # unpickling a changed class raises these too: rebuilt
     report = DataReport(int(saved["kept"]), Counter(saved["dropped"]), dict(saved["first_bad"]), int(saved["duplicates"]))
-    return PreparedData(splits["train"], splits["eval"], report)
+    data = PreparedData(splits["train"], splits["eval"], report)
+    data.remember_digests(manifest["digests"]["train"], manifest["digests"]["eval"])
+    return data
 
 
 def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder: Path | None) -> tuple[PreparedData, dict[str, Any]]:
@@ -370,6 +385,8 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
         keys = np.frombuffer(train.keys, dtype=np.uint64)
         report.duplicates = int(np.count_nonzero(np.isin(np.frombuffer(evals.keys, dtype=np.uint64), keys)))
         data = PreparedData(train.select(all_train), evals.select(np.arange(evals.count, dtype=np.int64)), report)
+        data.remember_digests(split_digest(train.digests, all_train),
+                              split_digest(evals.digests, np.arange(evals.count, dtype=np.int64)))
         return data, {}  # a separate eval file is not stored with the train examples: not cached
     report.kept = train.count
     check_bad_fraction(report, section)
@@ -381,6 +398,7 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
     data = PreparedData(train.select(kept), train.select(held), report)
     manifest = {"indices": {"train": kept, "eval": held}, "total": train.count,
                 "digests": {"train": split_digest(train.digests, kept), "eval": split_digest(train.digests, held)}}
+    data.remember_digests(manifest["digests"]["train"], manifest["digests"]["eval"])
     return data, manifest
 
 
@@ -407,6 +425,8 @@ def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> Prepar
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
+        if isinstance(data.train, list):
+            (tmp / "lists.pkl").write_bytes(pickle.dumps([data.train, data.eval], protocol=pickle.HIGHEST_PROTOCOL))
         for name, indices in manifest["indices"].items():
             indices.tofile(tmp / f"{name}.index")
         sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}

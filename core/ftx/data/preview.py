@@ -114,7 +114,7 @@ def preview(
         tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(recipe)
         result = tokenize_cached(
             tokenizer, data.train, data.eval, max_length=recipe.data.max_length, overlength=recipe.data.overlength,
-            train_on=_train_on(recipe), strict=False, use_cache=recipe.data.cache,
+            train_on=_train_on(recipe), strict=False, use_cache=recipe.data.cache, digests=data.current_digests(),
         )
         stats.dropped.update(result.dropped)
         for reason, where in result.first_bad.items():
