@@ -51,11 +51,13 @@ lr = 2e-3
     return folder
 
 
-RL_OBJECTIVES = {
-    "rl": f"{{use = \"rl\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}",
-    "rloo": f"{{use = \"rloo\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}",
-    # batch_size counts prompts for ppo (one answer each): 16 prompts per step, a new rollout every 4 steps
-    "ppo": f"{{use = \"ppo\", rewards = {REWARDS}, max_completion_length = 12}}",
+RL_OBJECTIVES = {  # objective table, steps, learning rate
+    "rl": (f"{{use = \"rl\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}", 25, 5e-4),
+    "rloo": (f"{{use = \"rloo\", rewards = {REWARDS}, num_generations = 4, max_completion_length = 12}}", 25, 5e-4),
+    # batch_size counts prompts for ppo (one answer each); a new rollout every 2 steps. At lr 5e-4 and 4 steps
+    # per rollout the policy drifted (KL 3 nats per answer) and the held-out reward fell 0.34 -> 0.17; measured
+    # with these settings: 0.34 -> 0.42 (rl 0.34 -> 0.44, rloo 0.34 -> 0.42 in the same session)
+    "ppo": (f"{{use = \"ppo\", rewards = {REWARDS}, max_completion_length = 12, num_iterations = 2}}", 24, 2e-4),
 }
 
 
@@ -65,16 +67,17 @@ def test_rl_objective_raises_held_out_reward_over_its_sft_model(name, sft_folder
     from click.testing import CliRunner
     from ftx.cli import main
 
+    objective, steps, lr = RL_OBJECTIVES[name]
     (sft_folder / f"{name}.toml").write_text(f"""
-objective = {RL_OBJECTIVES[name]}
+objective = {objective}
 evaluators = [{{use = "reward", rewards = {REWARDS}, max_new_tokens = 12}}]
 [model]
 name = "sft/model"
 [evaluation]
 samples = 0
 forgetting = false
-{SHARED}max_steps = 25
-lr = 5e-4
+{SHARED}max_steps = {steps}
+lr = {lr}
 """, encoding="utf-8")
     out = sft_folder / name
     result = CliRunner().invoke(main, ["run", str(sft_folder / f"{name}.toml"), "--output", str(out)])
@@ -83,4 +86,4 @@ lr = 5e-4
     before, after = metrics["before"]["reward"], metrics["after"]["reward"]
     assert after["mean_reward"] > before["mean_reward"], (before, after)
     assert after["mean_similarity"] > before["mean_similarity"], (before, after)
-    assert metrics["train"]["steps"] == 25 and "last_sampled_reward" in metrics["train"]
+    assert metrics["train"]["steps"] == steps and "last_sampled_reward" in metrics["train"]
