@@ -4,15 +4,20 @@ optimisation on TRL's ``KTOTrainer``), the reference-free ``orpo`` (TRL's ``ORPO
 and ``simpo`` (TRL's ``CPOTrainer``), and the ``preference`` evaluator that scores either kind of
 model on held-out pairs before and after training.
 
+``[data] packing = true`` runs the pairwise objectives (dpo, orpo, cpo, simpo) padding-free
+(:mod:`ftx_preference.packing`); ``reward`` and ``kto`` refuse it with a recipe error.
+
 Heavy code lives in :mod:`ftx_preference.reward`, :mod:`ftx_preference.dpo`, :mod:`ftx_preference.kto`,
 :mod:`ftx_preference.contrastive` and :mod:`ftx_preference.evaluator`, imported only when a recipe selects them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
+from ftx.errors import Problem, RecipeError
 from ftx_hookspecs import EvaluatorSpec, ObjectiveSpec, Options, hookimpl
 from pydantic import Field, field_validator
 
@@ -23,6 +28,30 @@ DPO_LOSSES = (
 """The loss variants of TRL's DPOTrainer (1.x); several can be combined with ``loss_weights``."""
 
 Render = Literal["auto", "chat", "plain"]
+
+PACKED_OBJECTIVES = ("dpo", "orpo", "cpo", "simpo")
+"""The objectives of this plugin that ``[data] packing = true`` runs padding-free."""
+UNPACKED_OBJECTIVES = {
+    "reward": "it scores each whole sequence with a classification head",
+    "kto": "its KL estimate pairs each answer with a neighbour's in the padded batch",
+}
+"""The objectives of this plugin that refuse ``[data] packing = true``, and why."""
+
+
+def packing_problem(objective: str, packing: bool) -> Problem | None:
+    """The recipe problem of ``data.packing = true`` with an objective of this plugin that cannot pack."""
+    if not packing or objective not in UNPACKED_OBJECTIVES:
+        return None
+    return Problem("data.packing", f"the {objective} objective does not support packing "
+                                   f"({UNPACKED_OBJECTIVES[objective]}): set data.packing = false, or use one of "
+                                   f"{', '.join(PACKED_OBJECTIVES)}, which pack chosen and rejected answers")
+
+
+def refuse_packing(ctx: Any, objective: str) -> None:
+    """Raise the recipe error of :func:`packing_problem` for a run (recipes built in code skip ``ftx validate``)."""
+    problem = packing_problem(objective, bool(getattr(getattr(ctx, "data_config", None), "packing", False)))
+    if problem is not None:
+        raise RecipeError(problem)
 
 
 def max_prompt_length_field() -> Any:
@@ -174,6 +203,20 @@ class PreferenceEvalOptions(Options):
     limit: int | None = Field(None, gt=0, description="score only the first N held-out pairs")
     batch_size: int = Field(16, gt=0)
     render: Render = Field("auto", description=RENDER_HELP + " (reward models only)")
+
+
+@hookimpl
+def ftx_recipe_loaded(recipe: Mapping[str, Any], path: Path | None) -> None:
+    """Refuse ``data.packing = true`` with reward or kto when the recipe is read (``ftx run``, ``ftx validate``)."""
+    stages = recipe.get("stages") or [recipe]
+    problems = []
+    for stage in stages:
+        problem = packing_problem(stage.get("objective", {}).get("use", ""), bool(stage.get("data", {}).get("packing")))
+        if problem is not None:
+            where = f"stage {stage['name']}: " if "name" in stage else ""
+            problems.append(Problem(problem.path, where + problem.message))
+    if problems:
+        raise RecipeError(problems, str(path) if path else None)
 
 
 @hookimpl

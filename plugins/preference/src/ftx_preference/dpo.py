@@ -2,7 +2,8 @@
 
 The pieces every pairwise objective shares (the preference examples of a run, TRL's conversational
 rows, the figures reported after training) live here too; ``orpo``, ``cpo`` and ``simpo``
-(:mod:`ftx_preference.contrastive`) use them.
+(:mod:`ftx_preference.contrastive`) use them. With ``[data] packing = true`` each trains on the
+packed variant of its TRL trainer (:mod:`ftx_preference.packed_trainers`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def pairwise_figures(result: TrainResult, pairs: int) -> TrainResult:
     return result
 
 
+def packing_figures(result: TrainResult, trainer: Any) -> TrainResult:
+    """Add the share of computed tokens that was padding, unpacked and packed, where the trainer packed."""
+    stats = getattr(trainer, "packing_stats", None)
+    if stats is not None:
+        result.metrics.update(stats.figures())
+    return result
+
+
 def is_peft_model(model: Any) -> bool:
     """A peft-wrapped model (lora, qlora, dora methods)."""
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
@@ -89,6 +98,12 @@ class DPOObjective:
         from datasets import disable_progress_bars
         from trl import DPOConfig, DPOTrainer
 
+        trainer_class: Any = DPOTrainer
+        if ctx.data_config.packing:
+            from .packed_trainers import packed_variant
+
+            trainer_class = packed_variant(DPOTrainer)
+
         disable_progress_bars()  # TRL's dataset preparation; ftx prints its own progress
 
         train, evals = preference_pairs(ctx, "dpo")
@@ -107,9 +122,10 @@ class DPOObjective:
         budget = opts.max_prompt_length or args.max_length // 2
         ref = reference_model(model, opts)
         ctx.echo("  reference: " + ("frozen adapter copy over the shared base" if is_peft_model(model)
-                                    else "precomputed log-probs" if ref is None else "frozen copy of the model"))
+                                    else "precomputed log-probs" if ref is None else "frozen copy of the model")
+                 + ("; chosen and rejected answers packed, no padding" if ctx.data_config.packing else ""))
         train_set, eval_set = pair_datasets(train, evals, ctx.tokenizer, budget, args)
-        trainer = DPOTrainer(
+        trainer = trainer_class(
             model=model,
             ref_model=ref,
             args=args,
@@ -121,4 +137,4 @@ class DPOObjective:
         if is_peft_model(model) and "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")  # TRL's frozen reference copy; only the trained adapter is saved
         del ref
-        return pairwise_figures(result, len(train))
+        return packing_figures(pairwise_figures(result, len(train)), trainer)

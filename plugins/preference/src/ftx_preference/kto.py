@@ -6,7 +6,7 @@ from typing import Any
 
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
-from . import KTOOptions
+from . import KTOOptions, refuse_packing
 from .dpo import is_peft_model, preference_pairs, reference_model
 from .encoding import fit_prompt
 
@@ -33,6 +33,7 @@ class KTOObjective:
         from trl import KTOConfig, KTOTrainer
 
         disable_progress_bars()
+        refuse_packing(ctx, "kto")
         train, evals = preference_pairs(ctx, "kto")
         opts = self.options
         args = ctx.training_arguments(

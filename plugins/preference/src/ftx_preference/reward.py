@@ -8,7 +8,7 @@ from typing import Any
 from ftx.errors import DataError
 from ftx_hookspecs import PreferenceExample, RunContext, TrainResult
 
-from . import RewardOptions
+from . import RewardOptions, refuse_packing
 from .encoding import encode, pad_batch, render_style, score
 
 
@@ -73,6 +73,7 @@ class RewardObjective:
         self.options = options
 
     def train(self, model: Any, ctx: RunContext) -> TrainResult:
+        refuse_packing(ctx, "reward")
         max_length = ctx.data_config.max_length
         tokenizer = ctx.tokenizer
         style = render_style(tokenizer, self.options.render)
