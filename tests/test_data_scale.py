@@ -46,8 +46,8 @@ def _pairs(items):
 def test_batched_tokenisation_equals_the_exact_path(template, shared_data, plugin_manager, tiny_tokenizer):
     tok = apply_chat_template_choice(type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path), template)
     chats = prepare(plugin_manager, {"format": "sharegpt", "eval": None,
-                                     "train": str(shared_data / "fastchat_dummy_conversation.json")}).train[:40]
-    alpaca = prepare(plugin_manager, {"format": "alpaca", "eval": None, "train": str(shared_data / "alpaca_tiny.json")}).train[:40]
+                                     "train": str(shared_data / "fastchat_dummy_conversation.json")}).train[:16]
+    alpaca = prepare(plugin_manager, {"format": "alpaca", "eval": None, "train": str(shared_data / "alpaca_tiny.json")}).train[:16]
     examples = [*chats, *alpaca, TextExample("plain text, every token trains"), TextExample("")]
     for max_length, overlength in ((4096, "truncate"), (48, "truncate"), (48, "drop"), (96, "drop-oldest-turns")):
         for train_on in ("assistant", "last", "all"):
