@@ -123,7 +123,7 @@ def run_loop(model_name: str, steps: int) -> tuple[float, float]:
     """Seconds per step of a hand-written loop (AdamW, linear decay, padded batches), and of its batch building
     alone, per step."""
     import torch
-    from ftx.data.tokenize import tokenize_all
+    from ftx.data.encode import tokenize_all
     from ftx.training import CausalLMCollator
 
     torch.manual_seed(1)

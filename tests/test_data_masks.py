@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from ftx_hookspecs import ChatExample, TextExample
 
-from ftx.data.tokenize import IGNORE_INDEX, tokenize_all, tokenize_chat
+from ftx.data.encode import tokenize_all
+from ftx.data.tokenize import IGNORE_INDEX, tokenize_chat
 from ftx.errors import DataError
 from ftx.models.templates import BUILTINS, apply_chat_template_choice
 

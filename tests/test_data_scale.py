@@ -20,7 +20,8 @@ from ftx.data.cache import examples_digest, tokenize_cached
 from ftx.data.layout import layout_for
 from ftx.data.prepare import example_key, held_out_indices, split_held_out
 from ftx.data.store import StoredExamples, TokenizedSplit
-from ftx.data.tokenize import tokenize_all, tokenize_all_exact
+from ftx.data.encode import tokenize_all
+from ftx.data.tokenize import tokenize_all_exact
 from ftx.models.templates import BUILTINS, apply_chat_template_choice
 from tests.test_data_formats import prepare
 

@@ -563,7 +563,7 @@ def test_answers_cut_at_max_length_are_counted_and_warned_about(tiny_tokenizer):
 
     from ftx.data.cache import cut_answers, tokenize_prepared
     from ftx.data.prepare import DataReport
-    from ftx.data.tokenize import tokenize_all
+    from ftx.data.encode import tokenize_all
     from ftx_hookspecs import ChatExample
 
     def chat(answer: str) -> ChatExample:

@@ -21,7 +21,8 @@ from .commands import (  # plugin commands: recipes, runs, run folders, model co
     toml_loads,
 )
 from .data.cache import TokenizeResult, tokenize_prepared
-from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_all, tokenize_chat, tokenize_example, tokenize_text
+from .data.encode import tokenize_all
+from .data.tokenize import IGNORE_INDEX, Tokenized, tokenize_chat, tokenize_example, tokenize_text
 from .device import resolve_device
 from .errors import (
     DataError,

@@ -6,7 +6,7 @@ piece on its own. Here the text and spans of a whole chunk of examples come from
 renderings where it cannot be), all pieces of the chunk go through the fast tokenizer in one batch
 call, and the ids land in flat ``int32`` arrays: no Python list per example survives a chunk. The
 over-length policy and the drops are applied example by example in order, as
-:func:`ftx.data.tokenize.tokenize_all` documents, so errors and first-of-each-reason messages are
+:func:`tokenize_all` documents, so errors and first-of-each-reason messages are
 the same.
 
 Batch encoding calls the Rust tokenizer directly with the settings ``tokenizer(text,
@@ -121,7 +121,7 @@ class PieceEncoder:
 
 
 class ChunkEncoder:
-    """Tokenise examples chunk by chunk with the over-length policy of :func:`~ftx.data.tokenize.tokenize_all`."""
+    """Tokenise examples chunk by chunk with the over-length policy of :func:`tokenize_all`."""
 
     def __init__(
         self, tokenizer: Any, max_length: int, overlength: str = "truncate", train_on: str = "assistant",
@@ -222,7 +222,7 @@ class ChunkEncoder:
     def _apply_policy(
         self, example: Example, index: int, ids: np.ndarray, labels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """:func:`~ftx.data.tokenize.tokenize_all`'s handling of one over-long or untrained example; ``None``: dropped."""
+        """:func:`tokenize_all`'s handling of one over-long or untrained example; ``None``: dropped."""
         where = describe_source(example.meta.get("source"), index)
         max_length = self.max_length
         if len(ids) > max_length:
@@ -263,7 +263,26 @@ def tokenize_lists(
     train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
     first_bad: dict[str, str] | None = None, strict: bool = False,
 ) -> list[Tokenized]:
-    """:func:`~ftx.data.tokenize.tokenize_all` through the batched path, as lists of ints."""
+    """:func:`tokenize_all` through the batched path, as lists of ints."""
     encoder = ChunkEncoder(tokenizer, max_length, overlength, train_on, dropped, first_bad, strict)
     return [Tokenized(i.tolist(), l.tolist()) for chunk in encoder.chunks(examples) for i, l in chunk.items()]
 
+
+def tokenize_all(
+    tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
+    train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
+    first_bad: dict[str, str] | None = None, strict: bool = False,
+) -> list[Tokenized]:
+    """Tokenise examples and apply the over-length policy; examples left with nothing to train are dropped.
+
+    ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
+    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row,
+    ``drop-oldest-turns`` removes a conversation's oldest exchanges until it fits (its last, trained
+    turns survive) and truncates what still does not fit. With
+    ``strict`` every drop is an error naming file and row, as for bad rows.
+
+    Examples are tokenised in batches (this module); the result equals
+    :func:`~ftx.data.tokenize.tokenize_all_exact`, the example-by-example reference.
+    """
+    return tokenize_lists(tokenizer, examples, max_length, overlength, train_on, dropped,
+                          first_bad=first_bad, strict=strict)

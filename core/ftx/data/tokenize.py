@@ -104,7 +104,7 @@ def tokenize_text(tokenizer: Any, example: TextExample) -> Tokenized:
 
 
 def tokenize_example(tokenizer: Any, example: Example, train_on: str = "assistant") -> Tokenized:
-    """Dispatch on the example kind; no truncation here (see :func:`tokenize_all`)."""
+    """Dispatch on the example kind; no truncation here (see :func:`ftx.data.encode.tokenize_all`)."""
     if isinstance(example, ChatExample):
         return tokenize_chat(tokenizer, example, train_on)
     if isinstance(example, TextExample):
@@ -140,34 +140,12 @@ def drop_oldest_turns(tokenizer: Any, example: ChatExample, max_length: int, tra
             return tok
 
 
-def tokenize_all(
-    tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
-    train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
-    first_bad: dict[str, str] | None = None, strict: bool = False,
-) -> list[Tokenized]:
-    """Tokenise examples and apply the over-length policy; examples left with nothing to train are dropped.
-
-    ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
-    ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row,
-    ``drop-oldest-turns`` removes a conversation's oldest exchanges until it fits (its last, trained
-    turns survive) and truncates what still does not fit. With
-    ``strict`` every drop is an error naming file and row, as for bad rows.
-
-    Examples are tokenised in batches (:mod:`ftx.data.encode`); the result equals
-    :func:`tokenize_all_exact`, the example-by-example reference.
-    """
-    from .encode import tokenize_lists
-
-    return tokenize_lists(tokenizer, examples, max_length, overlength, train_on, dropped,
-                          first_bad=first_bad, strict=strict)
-
-
 def tokenize_all_exact(
     tokenizer: Any, examples: Sequence[Example], max_length: int, overlength: str = "truncate",
     train_on: str = "assistant", dropped: dict[str, int] | None = None, *,
     first_bad: dict[str, str] | None = None, strict: bool = False,
 ) -> list[Tokenized]:
-    """:func:`tokenize_all` one example at a time through the chat template: the reference the batched path equals.
+    """:func:`ftx.data.encode.tokenize_all` one example at a time through the chat template: the reference the batched path equals.
 
     ``overlength``: ``truncate`` cuts at ``max_length``, ``drop`` skips the example (counted as
     ``over-length`` in ``dropped``), ``error`` stops naming the example's file and row,
