@@ -333,6 +333,10 @@ def _steps(recipe: Recipe, run: Run, started: float, inputs: _Inputs, signals: R
     dropped = sum(report.dropped.values())
     echo(f"data: {len(run.data.train)} train, {len(run.data.eval)} eval examples ({recipe.data_format.name})"
          + (f"; {dropped} rows dropped: {dict(report.dropped)}" if dropped else ""))
+    if report.mixed:
+        from .data.mix import describe_mix
+
+        echo(f"  {describe_mix(report)}")
     if report.duplicates:
         echo(f"warning: {report.duplicates} held-out examples equal a training example, so the held-out figures "
              "include examples trained on (deduplicate the data"

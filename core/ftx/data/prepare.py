@@ -55,14 +55,17 @@ class DataReport:
     duplicates: int = 0
     """Held-out examples equal to a training example. A fraction split swaps such examples for training examples
     without a twin, so this is 0 unless the data has too few unique rows; a ``data.eval`` file is counted."""
+    mixed: dict[str, int] = field(default_factory=dict)
+    """With ``[data] mix``: training examples by source, ``{"task": n, "data.mix[0]": m, ...}`` (:mod:`ftx.data.mix`)."""
 
     @property
     def total(self) -> int:
         return self.kept + sum(self.dropped.values())
 
     def as_dict(self) -> dict[str, Any]:
+        mixed = {"mixed": dict(self.mixed)} if self.mixed else {}
         return {"kept": self.kept, "dropped": dict(self.dropped), "first_bad": dict(self.first_bad),
-                "duplicates": self.duplicates}
+                "duplicates": self.duplicates, **mixed}
 
 
 @dataclass
@@ -403,7 +406,15 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
 
 
 def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
-    """Read, convert, validate and split the recipe's data (from the cache when the same inputs were prepared)."""
+    """Read, convert, validate and split the recipe's data (from the cache when the same inputs were prepared),
+    then draw any ``[data] mix`` into the training split (:mod:`ftx.data.mix`)."""
+    from .mix import apply_mix
+
+    return apply_mix(_prepare_task(section, fmt, seed), section, seed)
+
+
+def _prepare_task(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
+    """The task's own examples, split: what :func:`prepare_examples` does before the mix."""
     from .cache import data_cache_root
 
     keyed = source_key(section, fmt, seed) if section.cache and not isinstance(section.eval, (str, list)) else None

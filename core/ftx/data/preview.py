@@ -151,6 +151,10 @@ def preview(
 def summary(stats: PreviewStats, max_length: int, report: DataReport, max_bad_fraction: float) -> str:
     """The statistics block."""
     lines = [f"examples: {stats.train} train, {stats.eval} eval"]
+    if report.mixed:
+        from .mix import describe_mix
+
+        lines.append(str(describe_mix(report)))
     if stats.lengths:
         lengths = stats.lengths
         lines.append(f"tokens per example: min {min(lengths)}, mean {statistics.fmean(lengths):.1f}, "

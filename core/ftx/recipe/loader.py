@@ -310,6 +310,11 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     problems += errs
     if evaluation is not None and train is not None:
         problems += _check_evaluation(evaluation, evaluators, train, data_section, base)
+    if data_section is not None and data_section.mix:
+        from ..data.mix import check_mix
+
+        problems += check_mix(data_section, registry, base, getattr(objective.spec, "example_kind", "chat") if objective
+                              else None, model.name if model else None, evaluation)
 
     distributed, errs = validation_problems(DistributedSection, _table(data, "distributed", problems), "distributed")
     problems += errs

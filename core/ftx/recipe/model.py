@@ -76,6 +76,10 @@ class Recipe:
     def summary(self) -> str:
         """What the recipe selects, in one line: ``method=lora; objective=sft; format=alpaca; evaluators=...``."""
         parts = [f"method={self.method.name}", f"objective={self.objective.name}", f"format={self.data_format.name}"]
+        if self.data.mix:
+            from ..data.mix import mix_summary
+
+            parts.append(f"mix={mix_summary(self.data)}")
         for label, chosen in (("evaluators", self.evaluators), ("loggers", self.loggers), ("kernels", self.kernels)):
             if chosen:
                 parts.append(f"{label}=" + ",".join(c.name for c in chosen))

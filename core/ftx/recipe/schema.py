@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -48,6 +48,68 @@ class ModelSection(Section):
     )
 
 
+class MixSource(BaseModel):
+    """One table of ``[data] mix``: a data set mixed into the training split at a share (replay against forgetting).
+
+    Keys other than these go to the source's data format as its options (e.g. ``split_on`` for ``"text"``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train: str | list[str] | None = Field(None, description="local file(s) or a glob of the mixed data")
+    source: Literal["general-text"] | None = Field(
+        None, description="'general-text': the text the forgetting check draws from, minus the passages it measures on"
+    )
+    format: str | None = Field(None, description="a registered data format of the file(s); 'text' for source")
+    columns: dict[str, str] = Field(default_factory=dict, description="map the format's field names to the file's")
+    ratio: float = Field(gt=0, lt=1, description="the share of training examples drawn from this source")
+    _selected: Any = PrivateAttr(None)  # its data format, set by the recipe loader (ftx.data.mix.check_mix)
+    _origin: Any = PrivateAttr(None)  # where source = "general-text" draws from, set likewise
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> MixSource:
+        if (self.train is None) == (self.source is None):
+            raise ValueError("give train (a file or glob) or source = 'general-text', not both or neither")
+        if self.train is not None and self.format is None:
+            raise ValueError("format is required with train: a registered data format such as 'text' or 'messages'")
+        if self.source is not None and self.format not in (None, "text"):
+            raise ValueError("source = 'general-text' is plain text: leave format out")
+        return self
+
+
+def _mix_tables(value: Any) -> Any:
+    """Validate each ``[data] mix`` table so errors name ``data.mix[0].ratio``; the shares must leave room for the task."""
+    from pydantic import ValidationError
+
+    from ..errors import NestedOptionsError, Problem
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("must be a list of tables: mix = [{ train = 'general.jsonl', format = 'text', ratio = 0.2 }]")
+    problems: list[Problem] = []
+    out: list[MixSource] = []
+    for index, item in enumerate(value):
+        if isinstance(item, MixSource):
+            out.append(item)
+            continue
+        if not isinstance(item, dict):
+            problems.append(Problem(f"[{index}]", "must be a table: { train = ..., format = ..., ratio = ... }"))
+            continue
+        try:
+            out.append(MixSource.model_validate(item))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(Problem(f"[{index}].{loc}" if loc else f"[{index}]", message))
+    total = sum(item.ratio for item in out)
+    if not problems and total >= 1:
+        problems.append(Problem("", f"the ratios add up to {total:g}: they must leave a share for the task (sum < 1)"))
+    if problems:
+        raise NestedOptionsError(problems)
+    return out
+
+
 class DataSection(Section):
     """``[data]``: the core keys; other keys go to the selected format's options."""
 
@@ -71,6 +133,12 @@ class DataSection(Section):
     limit: int | None = Field(None, gt=0, description="use only the first N rows (quick experiments)")
     split: str = Field("train", description="split of a hub dataset")
     seed: int | None = Field(None, description="seed of the train/eval split; default: [train] seed")
+    mix: list[MixSource] = Field(
+        default_factory=list, description="data mixed into the training split at a share (replay against forgetting): "
+        "[{ train = 'general.jsonl', format = 'text', ratio = 0.2 }] or [{ source = 'general-text', ratio = 0.2 }]"
+    )
+
+    _check_mix = field_validator("mix", mode="before")(classmethod(lambda cls, value: _mix_tables(value)))
 
     @field_validator("train")
     @classmethod
