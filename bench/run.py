@@ -26,6 +26,7 @@ SUITE = {
     "data_scale": ["data_scale.py"],
     "methods": ["methods.py"],
     "evaluator": ["evaluator.py"],
+    "preference_packing": ["preference_packing.py"],
 }
 QUICK = {"sft": ["--steps", "20", "--repeats", "1"], "data_scale": ["--sizes", "1000,10000,100000", "--before", "1000"]}
 
@@ -49,6 +50,8 @@ GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
     ("B8 cache hit / first preparation (worst size)", "B8_data_scale", ("hit_over_first_worst",), "< 0.1",
      lambda v: v < 0.1),
     ("evaluator generation: batched / one by one", "evaluator", ("batched_speedup",), ">= 3", lambda v: v >= 3),
+    ("DPO packed / unpacked useful tokens/s (real pairs)", "preference_packing", ("packed_over_unpacked",), ">= 1.5",
+     lambda v: v >= 1.5),
 ]
 
 

@@ -22,7 +22,7 @@ from .packing import PackingStats, causal_lm, packed_forward
 
 
 class _Packed:
-    """What the packed trainers share: the stats, the pad id, the policy's causal LM."""
+    """What the packed trainers share: the stats and the packing context over the policy's causal LM."""
 
     def packing_stats_(self) -> PackingStats:
         stats = self.__dict__.get("packing_stats")  # also reached from the base __init__ (precomputed references)
@@ -30,15 +30,11 @@ class _Packed:
             stats = self.__dict__["packing_stats"] = PackingStats()
         return stats
 
-    def packing_pad_id(self) -> int:
-        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
     def packed(self, *extra: Any) -> Any:
         """The packing context over the policy (and ``extra`` models, e.g. the reference)."""
         policy = causal_lm(self.accelerator.unwrap_model(self.model))
         others = [causal_lm(self.accelerator.unwrap_model(m)) for m in extra if m is not None]
-        return packed_forward([policy, *others], self.packing_stats_(), self.packing_pad_id())
+        return packed_forward([policy, *others], self.packing_stats_())
 
 
 class PackedDPOTrainer(_Packed, DPOTrainer):

@@ -54,8 +54,9 @@ class PackedLayout:
     """Where each sequence of a right-padded batch ``[N, L]`` goes in the packed rows ``[K, W]``, and back.
 
     Sequence ``r`` (its ``n_r`` real tokens) lands in row ``row_of[r]`` at offset ``offset_of[r]``;
-    a row's tokens after its last sequence are filler (``pad`` ids, label -100, positions counting
-    from 0 as a sequence of their own).
+    a row's tokens after its last sequence are filler (label -100, positions counting from 0 as a
+    sequence of their own, so nothing attends to them; their id is the batch's first token, any id
+    the model knows would do).
     """
 
     def __init__(self, lengths: Sequence[int], padded_width: int, device: Any) -> None:
@@ -112,10 +113,11 @@ class PackedLayout:
             self._index[shift] = (torch.cat(padded).to(self.device), torch.cat(packed).to(self.device))
         return self._index[shift]
 
-    def pack(self, padded: torch.Tensor, fill: int) -> torch.Tensor:
-        """``[N, L]`` (ids or labels) to ``[K, W]``, filler set to ``fill``."""
+    def pack(self, padded: torch.Tensor, fill: int | None = None) -> torch.Tensor:
+        """``[N, L]`` (ids or labels) to ``[K, W]``, filler set to ``fill`` (default: the batch's first value)."""
         source, target = self.index(0)
-        out = padded.new_full((len(self.rows) * self.width,), fill)
+        slots = len(self.rows) * self.width
+        out = padded.new_full((slots,), fill) if fill is not None else padded.reshape(-1)[:1].repeat(slots)
         out[target] = padded.reshape(-1)[source]
         return out.view(len(self.rows), self.width)
 
@@ -136,7 +138,7 @@ class PackedLayout:
         return out.view(len(self.lengths), self.padded_width - shift, *rest)
 
 
-def _packing_forward(previous: Any, stats: PackingStats, pad_id: int) -> Any:
+def _packing_forward(previous: Any, stats: PackingStats) -> Any:
     """A forward that runs a right-padded batch as packed rows, then calls ``previous`` (the model's own,
     or TRL's fused LM head) and returns its output in the padded layout."""
 
@@ -153,7 +155,7 @@ def _packing_forward(previous: Any, stats: PackingStats, pad_id: int) -> Any:
         if "labels" in kwargs:
             kwargs["labels"] = layout.pack_labels(kwargs["labels"])
         kwargs["use_cache"] = False  # transformers detects packed rows only without a KV cache
-        out = previous(input_ids=layout.pack(input_ids, pad_id), position_ids=layout.position_ids, **kwargs)
+        out = previous(input_ids=layout.pack(input_ids), position_ids=layout.position_ids, **kwargs)
         stats.real += sum(layout.lengths)
         stats.padded += mask.numel()
         stats.packed += layout.computed
@@ -168,7 +170,7 @@ def _packing_forward(previous: Any, stats: PackingStats, pad_id: int) -> Any:
 
 
 @contextlib.contextmanager
-def packed_forward(modules: Sequence[Any], stats: PackingStats, pad_id: int) -> Iterator[None]:
+def packed_forward(modules: Sequence[Any], stats: PackingStats) -> Iterator[None]:
     """While active, each of ``modules`` (a causal LM, or the one under a PEFT wrapper) runs right-padded
     batches packed. Its own forward is put back on exit, so the model is unchanged outside."""
     patched: list[tuple[Any, Any]] = []
@@ -176,7 +178,7 @@ def packed_forward(modules: Sequence[Any], stats: PackingStats, pad_id: int) -> 
         for module in dict.fromkeys(m for m in modules if m is not None):
             own = module.__dict__.get("forward")  # TRL's fused LM head is an instance attribute
             patched.append((module, own))
-            module.forward = _packing_forward(module.forward, stats, pad_id)
+            module.forward = _packing_forward(module.forward, stats)
         yield
     finally:
         for module, own in reversed(patched):
