@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from ftx_hookspecs import TextExample
-
 from ftx.cli import main
 from ftx.data.mix import MixedExamples, apply_mix, mixed_counts
 from ftx.data.prepare import PreparedData, prepare_examples
 from ftx.errors import RecipeError
 from ftx.recipe import load_recipe
 from ftx.testing import tiny_recipe
+from ftx_hookspecs import TextExample
 
 
 def _general(folder: Path, n: int) -> Path:
@@ -153,7 +152,6 @@ def test_validate_and_preview_show_the_mix(tiny_dataset, write_recipe):
     assert "mix: 30 task + 10 from data.mix[0] (25.0%) of 40 train examples" in preview.output
 
 
-@pytest.mark.long  # an `ftx run` costs 35-50 s on the loaded 2-core machine, with or without a mix
 def test_a_recipe_with_a_mix_trains_and_reports_it(tiny_dataset, tmp_path, write_recipe):
     table = tiny_recipe(tiny_dataset("alpaca", count=40), steps=3,
                         data={"mix": [{"source": "general-text", "ratio": 0.25}]}, evaluators=["loss"])

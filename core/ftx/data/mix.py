@@ -49,9 +49,9 @@ def check_mix(
     """Recipe checks of ``[data] mix`` that need more than its own keys: paths resolved against the recipe's
     folder, each format registered with valid options and of a kind the objective trains on, and general
     text left over once the forgetting check's passages are held out. Records what preparation needs."""
+    from ..errors import ComponentNotFound
     from ..recipe.loader import _resolve_paths, validation_problems
     from ..recipe.model import Selected
-    from ..errors import ComponentNotFound
 
     problems: list[Problem] = []
     for index, item in enumerate(section.mix):
@@ -74,7 +74,7 @@ def check_mix(
         if options is not None:
             item._selected = Selected(name, found.spec, options, found.provenance, where)
         if item.source == "general-text":
-            origin, problem = _general_origin(model_name, evaluation or EvaluationSection())
+            origin, problem = _general_origin(model_name, evaluation or EvaluationSection.model_validate({}))
             if problem:
                 problems.append(Problem(f"{where}.source", problem))
             item._origin = origin
@@ -162,7 +162,8 @@ def _file_examples(item: MixSource, index: int, max_bad_fraction: float) -> list
     if selected is None:
         raise DataError(f"{mix_label(index)}: its format was not checked; load the recipe with ftx's recipe loader")
     fmt = selected.build()
-    section = DataSection(format=selected.name, train=item.train or "", columns=item.columns, eval=None)
+    section = DataSection.model_validate({"format": selected.name, "train": item.train or "", "columns": item.columns,
+                                          "eval": None})
     report = DataReport()
     from .sources import read_rows
 

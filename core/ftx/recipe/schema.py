@@ -85,7 +85,7 @@ def _mix_tables(value: Any) -> Any:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ValueError("must be a list of tables: mix = [{ train = 'general.jsonl', format = 'text', ratio = 0.2 }]")
+        raise ValueError("must be a list of tables: mix = [{ train = 'general.jsonl', format = 'text', ratio = 0.2 }]")  # noqa: TRY004 - pydantic reports ValueError
     problems: list[Problem] = []
     out: list[MixSource] = []
     for index, item in enumerate(value):
