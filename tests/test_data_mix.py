@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from ftx.cli import main
-from ftx.data.mix import MixedExamples, apply_mix, mixed_counts
-from ftx.data.prepare import PreparedData, prepare_examples
+from ftx.data.mix import MixedExamples, mixed_counts
+from ftx.data.prepare import PreparedData, apply_mix, prepare_examples
 from ftx.errors import RecipeError
 from ftx.recipe import load_recipe
 from ftx.testing import tiny_recipe

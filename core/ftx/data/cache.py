@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ from typing import Any
 from ftx_hookspecs import ChatExample, Example
 
 from ..errors import DataError
-from ..paths import ftx_home
 from . import chat as chat_module
+from .digest import data_cache_root, examples_digest
 from .tokenize import IGNORE_INDEX, Tokenized
 
 CACHE_FORMAT = "2"
@@ -66,30 +66,6 @@ class TokenizeResult:
     key: str = ""
     hit: bool = False
     path: Path | None = None
-
-
-def example_digest(example: Example) -> bytes:
-    """16 bytes that change with the example's content (kind, fields and tools, not where it came from)."""
-    # repr of plain str/list/dict values is exact and much faster than JSON; a different key
-    # order from a changed converter only costs a rebuild
-    fields = [(k, v) for k, v in vars(example).items() if k != "meta"]
-    if example.meta.get("tools"):  # the tool list is rendered into the prompt
-        fields.append(("tools", example.meta["tools"]))
-    text = repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=16).digest()
-
-
-def examples_digest(examples: Iterable[Example]) -> str:
-    """A hash of the examples' content, in order: SHA-256 over their :func:`example_digest` values.
-
-    A sequence that carries its digest (a stored split, :class:`~ftx.data.store.StoredExamples`) is not read."""
-    carried = getattr(examples, "digest", None)
-    if isinstance(carried, str):
-        return carried
-    h = hashlib.sha256()
-    for example in examples:
-        h.update(example_digest(example))
-    return h.hexdigest()
 
 
 def tokenizer_digest(tokenizer: Any) -> str:
@@ -141,11 +117,6 @@ def cache_key(
     }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
     return key, parts
-
-
-def data_cache_root() -> Path:
-    """``$FTX_HOME/data``."""
-    return ftx_home() / "data"
 
 
 def stop_ids(tokenizer: Any) -> set[int]:

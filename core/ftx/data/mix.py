@@ -19,7 +19,6 @@ measured one is left out); for an ``[evaluation] forgetting_text`` file, its lin
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, overload
 
 from ftx_hookspecs import Example, TextExample
 
-from ..errors import DataError, Problem
+from ..errors import DataError
 from ..recipe.schema import DataSection, EvaluationSection, MixSource
 
 CAUSAL_KINDS = ("chat", "text")
@@ -40,45 +39,6 @@ GENERATED_SEED = 7
 def mix_label(index: int) -> str:
     """The recipe path of a mix table, which also names its examples in reports."""
     return f"data.mix[{index}]"
-
-
-def check_mix(
-    section: DataSection, registry: Any, base: Path, objective_kind: str | None, model_name: str | None,
-    evaluation: EvaluationSection | None,
-) -> list[Problem]:
-    """Recipe checks of ``[data] mix`` that need more than its own keys: paths resolved against the recipe's
-    folder, each format registered with valid options and of a kind the objective trains on, and general
-    text left over once the forgetting check's passages are held out. Records what preparation needs."""
-    from ..errors import ComponentNotFound
-    from ..recipe.loader import _resolve_paths, validation_problems
-    from ..recipe.model import Selected
-
-    problems: list[Problem] = []
-    for index, item in enumerate(section.mix):
-        where = mix_label(index)
-        if item.train is not None:
-            item.train = _resolve_paths(item.train, base, f"{where}.train", problems)
-        name = item.format or "text"
-        try:
-            found = registry.get("data format", name, f"{where}.format")
-        except ComponentNotFound as exc:
-            problems.extend(exc.problems)
-            continue
-        options, errs = validation_problems(found.spec.options, dict(item.model_extra or {}), where)
-        problems += errs
-        kind = getattr(found.spec, "example_kind", "chat")
-        if objective_kind is not None and kind != objective_kind and not (
-                kind in CAUSAL_KINDS and objective_kind in CAUSAL_KINDS):
-            problems.append(Problem(f"{where}.format", f"format {name!r} gives {kind} examples but the objective trains "
-                                    f"on {objective_kind} examples; mix data of the objective's kind"))
-        if options is not None:
-            item._selected = Selected(name, found.spec, options, found.provenance, where)
-        if item.source == "general-text":
-            origin, problem = _general_origin(model_name, evaluation or EvaluationSection.model_validate({}))
-            if problem:
-                problems.append(Problem(f"{where}.source", problem))
-            item._origin = origin
-    return problems
 
 
 def _general_origin(model_name: str | None, evaluation: EvaluationSection) -> tuple[dict[str, Any], str | None]:
@@ -154,30 +114,6 @@ def _general_text_examples(item: MixSource, count: int, seed: int) -> list[Examp
     return _draw([TextExample(t, {"source": "general-text"}) for t in pool], count, seed)
 
 
-def _file_examples(item: MixSource, index: int, max_bad_fraction: float) -> list[Example]:
-    """Every example of a mixed data set, converted by its format (bad rows counted as for ``data.train``)."""
-    from .prepare import DataReport, _reasons, convert_stream
-
-    selected = getattr(item, "_selected", None)
-    if selected is None:
-        raise DataError(f"{mix_label(index)}: its format was not checked; load the recipe with ftx's recipe loader")
-    fmt = selected.build()
-    section = DataSection.model_validate({"format": selected.name, "train": item.train or "", "columns": item.columns,
-                                          "eval": None})
-    report = DataReport()
-    from .sources import read_rows
-
-    examples = list(convert_stream(read_rows(item.train or "", "train"), fmt, section, report))
-    report.kept = len(examples)
-    bad = sum(report.dropped.values())
-    if not examples:
-        raise DataError(f"{mix_label(index)}.train: no usable rows" + _reasons(report))
-    if bad / report.total > max_bad_fraction:
-        raise DataError(f"{mix_label(index)}.train: {bad} of {report.total} rows are unusable, over "
-                        f"data.max_bad_fraction = {max_bad_fraction:g}" + _reasons(report))
-    return examples
-
-
 def _draw(pool: list[Example], count: int, seed: int) -> list[Example]:
     """``count`` examples of ``pool`` in a seeded order: each once before any repeats (a small pool is cycled)."""
     rng = random.Random(seed)
@@ -223,52 +159,6 @@ class MixedExamples(Sequence[Example]):
     def __iter__(self) -> Iterator[Example]:
         for i in range(len(self)):
             yield self[i]
-
-
-def apply_mix(data: Any, section: DataSection, seed: int) -> Any:
-    """``data`` with ``[data] mix`` drawn into its training split (a new :class:`~ftx.data.prepare.PreparedData`);
-    ``data`` itself when there is no mix. The eval split is untouched."""
-    if not section.mix:
-        return data
-    from .cache import example_digest, examples_digest
-    from .prepare import PreparedData
-
-    task = data.train
-    counts = mixed_counts(len(task), [item.ratio for item in section.mix])
-    mixed: list[Example] = []
-    per_source: dict[str, int] = {}
-    content = hashlib.sha256(b"ftx-mix-1")
-    for index, (item, count) in enumerate(zip(section.mix, counts)):
-        label = mix_label(index)
-        if item.source == "general-text":
-            drawn = _general_text_examples(item, count, seed + index)
-        else:
-            drawn = _draw(_file_examples(item, index, section.max_bad_fraction), count, seed + index)
-        for example in drawn:
-            example.meta["mix"] = label
-            content.update(example_digest(example))
-        mixed.extend(drawn)
-        per_source[label] = count
-    total = len(task) + len(mixed)
-    places = sorted(random.Random(f"mix-places-{seed}").sample(range(total), len(mixed)))
-    content.update(",".join(map(str, places)).encode())
-    recorded = data.current_digests() if hasattr(data, "current_digests") else None
-    task_digest = recorded["train"] if recorded else examples_digest(task)
-    eval_digest = recorded["eval"] if recorded else examples_digest(data.eval)
-    digest = hashlib.sha256(f"{task_digest}:{content.hexdigest()}".encode()).hexdigest()
-    if isinstance(task, list):
-        train: Sequence[Example] = []
-        it = iter(task)
-        at = set(places)
-        source = iter(mixed)
-        train = [next(source) if i in at else next(it) for i in range(total)]
-    else:
-        train = MixedExamples(task, mixed, places, digest)
-    report = data.report
-    report.mixed = {"task": len(task), **per_source}
-    out = PreparedData(train, data.eval, report)
-    out.remember_digests(digest, eval_digest)
-    return out
 
 
 def describe_mix(report: Any) -> str | None:

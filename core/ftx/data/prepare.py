@@ -36,7 +36,8 @@ from typing import Any
 from ftx_hookspecs import DataFormat, Example, RowError
 
 from ..errors import DataError
-from ..recipe.schema import DataSection
+from ..recipe.schema import DataSection, MixSource
+from .mix import MixedExamples, _draw, _general_text_examples, mix_label, mixed_counts
 from .sources import Row, expand, read_rows
 
 SPILL_AT = 20_000
@@ -176,7 +177,7 @@ def fingerprint(example: Example) -> tuple[bytes, bytes]:
     text = repr((type(example).__name__, fields)).encode("utf-8", "surrogatepass")
     key = hashlib.blake2b(text, digest_size=8).digest()
     if example.meta.get("tools"):
-        from .cache import example_digest
+        from .digest import example_digest
 
         return key, example_digest(example)
     return key, hashlib.blake2b(text, digest_size=16).digest()
@@ -408,14 +409,12 @@ def _convert_and_split(section: DataSection, fmt: DataFormat, seed: int, folder:
 def prepare_examples(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
     """Read, convert, validate and split the recipe's data (from the cache when the same inputs were prepared),
     then draw any ``[data] mix`` into the training split (:mod:`ftx.data.mix`)."""
-    from .mix import apply_mix
-
     return apply_mix(_prepare_task(section, fmt, seed), section, seed)
 
 
 def _prepare_task(section: DataSection, fmt: DataFormat, seed: int) -> PreparedData:
     """The task's own examples, split: what :func:`prepare_examples` does before the mix."""
-    from .cache import data_cache_root
+    from .digest import data_cache_root
 
     keyed = source_key(section, fmt, seed) if section.cache and not isinstance(section.eval, (str, list)) else None
     if keyed is None:
@@ -455,3 +454,70 @@ def _prepare_task(section: DataSection, fmt: DataFormat, seed: int) -> PreparedD
         if hasattr(split, "folder"):
             split.folder = folder  # its files are open already; later readers find them here
     return data
+
+
+def _file_examples(item: MixSource, index: int, max_bad_fraction: float) -> list[Example]:
+    """Every example of a mixed data set, converted by its format (bad rows counted as for ``data.train``)."""
+    selected = getattr(item, "_selected", None)
+    if selected is None:
+        raise DataError(f"{mix_label(index)}: its format was not checked; load the recipe with ftx's recipe loader")
+    fmt = selected.build()
+    section = DataSection.model_validate({"format": selected.name, "train": item.train or "", "columns": item.columns,
+                                          "eval": None})
+    report = DataReport()
+    from .sources import read_rows
+
+    examples = list(convert_stream(read_rows(item.train or "", "train"), fmt, section, report))
+    report.kept = len(examples)
+    bad = sum(report.dropped.values())
+    if not examples:
+        raise DataError(f"{mix_label(index)}.train: no usable rows" + _reasons(report))
+    if bad / report.total > max_bad_fraction:
+        raise DataError(f"{mix_label(index)}.train: {bad} of {report.total} rows are unusable, over "
+                        f"data.max_bad_fraction = {max_bad_fraction:g}" + _reasons(report))
+    return examples
+
+
+def apply_mix(data: Any, section: DataSection, seed: int) -> Any:
+    """``data`` with ``[data] mix`` drawn into its training split (a new :class:`~ftx.data.prepare.PreparedData`);
+    ``data`` itself when there is no mix. The eval split is untouched."""
+    if not section.mix:
+        return data
+    from .digest import example_digest, examples_digest
+
+    task = data.train
+    counts = mixed_counts(len(task), [item.ratio for item in section.mix])
+    mixed: list[Example] = []
+    per_source: dict[str, int] = {}
+    content = hashlib.sha256(b"ftx-mix-1")
+    for index, (item, count) in enumerate(zip(section.mix, counts)):
+        label = mix_label(index)
+        if item.source == "general-text":
+            drawn = _general_text_examples(item, count, seed + index)
+        else:
+            drawn = _draw(_file_examples(item, index, section.max_bad_fraction), count, seed + index)
+        for example in drawn:
+            example.meta["mix"] = label
+            content.update(example_digest(example))
+        mixed.extend(drawn)
+        per_source[label] = count
+    total = len(task) + len(mixed)
+    places = sorted(random.Random(f"mix-places-{seed}").sample(range(total), len(mixed)))
+    content.update(",".join(map(str, places)).encode())
+    recorded = data.current_digests() if hasattr(data, "current_digests") else None
+    task_digest = recorded["train"] if recorded else examples_digest(task)
+    eval_digest = recorded["eval"] if recorded else examples_digest(data.eval)
+    digest = hashlib.sha256(f"{task_digest}:{content.hexdigest()}".encode()).hexdigest()
+    if isinstance(task, list):
+        train: Sequence[Example] = []
+        it = iter(task)
+        at = set(places)
+        source = iter(mixed)
+        train = [next(source) if i in at else next(it) for i in range(total)]
+    else:
+        train = MixedExamples(task, mixed, places, digest)
+    report = data.report
+    report.mixed = {"task": len(task), **per_source}
+    out = PreparedData(train, data.eval, report)
+    out.remember_digests(digest, eval_digest)
+    return out

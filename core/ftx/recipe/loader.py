@@ -311,7 +311,6 @@ def build_recipe(data: Mapping[str, Any], registry: Registry, *, path: Path | No
     if evaluation is not None and train is not None:
         problems += _check_evaluation(evaluation, evaluators, train, data_section, base)
     if data_section is not None and data_section.mix:
-        from ..data.mix import check_mix
 
         problems += check_mix(data_section, registry, base, getattr(objective.spec, "example_kind", "chat") if objective
                               else None, model.name if model else None, evaluation)
@@ -367,3 +366,42 @@ def _resolve_paths(value: str | list[str], base: Path, path: str, problems: list
     if isinstance(value, list):
         return [_resolve_data_path(v, base, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     return _resolve_data_path(value, base, path, problems)
+
+
+def check_mix(
+    section: DataSection, registry: Any, base: Path, objective_kind: str | None, model_name: str | None,
+    evaluation: EvaluationSection | None,
+) -> list[Problem]:
+    """Recipe checks of ``[data] mix`` that need more than its own keys: paths resolved against the recipe's
+    folder, each format registered with valid options and of a kind the objective trains on, and general
+    text left over once the forgetting check's passages are held out. Records what preparation needs."""
+    from ..data.mix import CAUSAL_KINDS, _general_origin, mix_label
+    from ..errors import ComponentNotFound
+    from .model import Selected
+
+    problems: list[Problem] = []
+    for index, item in enumerate(section.mix):
+        where = mix_label(index)
+        if item.train is not None:
+            item.train = _resolve_paths(item.train, base, f"{where}.train", problems)
+        name = item.format or "text"
+        try:
+            found = registry.get("data format", name, f"{where}.format")
+        except ComponentNotFound as exc:
+            problems.extend(exc.problems)
+            continue
+        options, errs = validation_problems(found.spec.options, dict(item.model_extra or {}), where)
+        problems += errs
+        kind = getattr(found.spec, "example_kind", "chat")
+        if objective_kind is not None and kind != objective_kind and not (
+                kind in CAUSAL_KINDS and objective_kind in CAUSAL_KINDS):
+            problems.append(Problem(f"{where}.format", f"format {name!r} gives {kind} examples but the objective trains "
+                                    f"on {objective_kind} examples; mix data of the objective's kind"))
+        if options is not None:
+            item._selected = Selected(name, found.spec, options, found.provenance, where)
+        if item.source == "general-text":
+            origin, problem = _general_origin(model_name, evaluation or EvaluationSection.model_validate({}))
+            if problem:
+                problems.append(Problem(f"{where}.source", problem))
+            item._origin = origin
+    return problems

@@ -62,7 +62,7 @@ class MixSource(BaseModel):
     format: str | None = Field(None, description="a registered data format of the file(s); 'text' for source")
     columns: dict[str, str] = Field(default_factory=dict, description="map the format's field names to the file's")
     ratio: float = Field(gt=0, lt=1, description="the share of training examples drawn from this source")
-    _selected: Any = PrivateAttr(None)  # its data format, set by the recipe loader (ftx.data.mix.check_mix)
+    _selected: Any = PrivateAttr(None)  # its data format, set by the recipe loader (ftx.recipe.loader.check_mix)
     _origin: Any = PrivateAttr(None)  # where source = "general-text" draws from, set likewise
 
     @model_validator(mode="after")
