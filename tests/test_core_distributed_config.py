@@ -69,7 +69,7 @@ def test_validate_of_deepspeed_imports_neither_torch_nor_deepspeed(tmp_path):
     ({"strategy": "fsdp", "offload_optimizer": True}, "offload_optimizer apply to strategy = 'deepspeed' only"),
     ({"strategy": "deepspeed", "zero_stage": 2, "offload_params": True}, "offload_params needs zero_stage = 3"),
     ({"strategy": "fsdp", "fsdp_version": 1}, "distributed.fsdp_version"),
-    ({"strategy": "fsdp", "fsdp": "full_shard"}, "distributed.fsdp: unknown key"),
+    ({"strategy": "fsdp", "fsdp": "full_shard"}, "fsdp (transformers' option string) is gone"),
 ])
 def test_validate_names_keys_that_do_not_fit_the_strategy(tmp_path, deepspeed_present, distributed, words):
     result = _validate(tmp_path, distributed)
