@@ -165,9 +165,9 @@ def _make_trainer_class() -> Any:
             folder = Path(resume_from_checkpoint)
             device = next(self.model.parameters()).device
             if (folder / VALUE_HEAD_FILE).exists():
-                self.value_head.load_state_dict(torch.load(folder / VALUE_HEAD_FILE, map_location=device))
+                self.value_head.load_state_dict(torch.load(folder / VALUE_HEAD_FILE, map_location=device, weights_only=True))
             if (folder / ROLLOUT_FILE).exists():
-                saved = torch.load(folder / ROLLOUT_FILE, map_location=device)
+                saved = torch.load(folder / ROLLOUT_FILE, map_location=device, weights_only=True)  # tensors, lists, ints
                 self._rollout_step, self._rollouts = saved["step"], saved["rollouts"]
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
