@@ -55,15 +55,7 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
     cls = config_class or TrainingArguments
     train: TrainSection = ctx.train
     has_eval = bool(getattr(ctx.data, "eval", None)) and train.eval_every is not None
-    precision: dict[str, Any] = {}
-    dtype = ctx.recipe["model"].get("dtype", "auto")
-    if ctx.device == "cuda":
-        import torch
-
-        if dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported():
-            precision["bf16"] = True
-        elif dtype == "float16":
-            precision["fp16"] = True
+    precision = mixed_precision(train.precision, ctx.recipe["model"].get("dtype", "auto"), ctx.device)
     kwargs: dict[str, Any] = {
         "output_dir": str(ctx.checkpoint_dir),
         "per_device_train_batch_size": train.batch_size,
@@ -104,6 +96,31 @@ def training_arguments(ctx: RunContext, config_class: Any = None, **overrides: A
         kwargs.setdefault("fp16", False)
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+def mixed_precision(choice: str, dtype: str, device: str) -> dict[str, bool]:
+    """TrainingArguments' ``bf16``/``fp16`` for ``[train] precision``: autocast of the matmuls, the weights (and
+    optimizer state) staying in ``model.dtype``. ``auto`` keeps what the weights suggest on a GPU and fp32 on a CPU."""
+    import torch
+
+    from .errors import Problem, RecipeError
+
+    if choice == "auto":
+        if device != "cuda":
+            return {}
+        if dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported():
+            return {"bf16": True}
+        return {"fp16": True} if dtype == "float16" else {}
+    if choice == "fp32":
+        return {"bf16": False, "fp16": False}
+    if choice == "fp16" and device != "cuda":
+        raise RecipeError(Problem("train.precision", f"'fp16' needs a CUDA GPU (this run is on {device}): use 'bf16' "
+                                  "or 'fp32'"))
+    if choice == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RecipeError(Problem("train.precision", "'bf16': this GPU has no bf16 support; use 'fp16' or 'fp32'"))
+    if choice == "bf16" and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logging.getLogger("ftx").warning("train.precision = 'bf16' on a CPU without bf16 units: expect it slower than fp32")
+    return {choice: True}
 
 
 def _optimizer_options(train: TrainSection) -> dict[str, Any]:

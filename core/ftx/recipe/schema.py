@@ -184,6 +184,11 @@ class TrainSection(Section):
         default_factory=dict, description="extra optimizer settings (transformers' optim_args), e.g. GaLore's "
         "{rank = 128, update_proj_gap = 200, scale = 0.25}"
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision of the training matmuls (weights stay in model.dtype): 'auto' is bf16 on a "
+        "GPU that supports it (with model.dtype = 'auto') and fp32 on a CPU; 'bf16' on a CPU with bf16 units "
+        "(AVX512-BF16, AMX) trains about 2x faster than fp32; 'fp16' needs a CUDA GPU"
+    )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     compile: bool = Field(
         False, description="torch.compile the model (transformers' torch_compile): faster steps after a one-time "
