@@ -16,6 +16,9 @@ matrix-multiply peak, measured in the same job at the same torch thread count, a
    timed (2 steps after a warm-up) and then profiled (``torch.profiler``, 2 steps); each op's own CPU time
    is grouped into matmul, attention, loss, optimizer, elementwise/norm/activation and other.
 
+4. On a CPU with bf16 units (AVX512-BF16, AMX) the same runs again with ``[train] precision = "bf16"``
+   (autocast), against the bf16 GEMM peak; --no-bf16 skips them.
+
 --smoke runs the same code on builtin:small-llama at tiny sizes (figures that do not count).
 Merges into bench/results.json under "B7_mfu".
 """
@@ -58,11 +61,12 @@ autograd engine's own events (``MulBackward0``, ``autograd::engine::evaluate_fun
 are events of their own) are "other"."""
 
 
-def gemm_gflops(n: int, repeats: int) -> float:
-    """fp32 GFLOP/s of an n x n by n x n matmul: one warm-up, then the best of ``repeats``."""
+def gemm_gflops(n: int, repeats: int, dtype: str = "float32") -> float:
+    """GFLOP/s of an n x n by n x n matmul in ``dtype``: one warm-up, then the best of ``repeats``."""
     import torch
 
-    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    kind = getattr(torch, dtype)
+    a, b, out = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind), torch.empty(n, n, dtype=kind)
     torch.matmul(a, b, out=out)
     best = math.inf
     for _ in range(repeats):
@@ -95,9 +99,10 @@ def long_texts(rows: list[dict[str, str]], count: int, chars: int) -> list[str]:
     return texts
 
 
-def recipe_text(model: str, data: Path, method: str, args: argparse.Namespace) -> str:
+def recipe_text(model: str, data: Path, method: str, args: argparse.Namespace, precision: str = "fp32") -> str:
     """ftx's recipe: the text objective on the long texts, every step logged (the clock)."""
     threads = f"threads = {args.threads}\n" if args.threads else ""
+    threads += f'precision = "{precision}"\n'
     return (f'[model]\nname = "{model}"\n[data]\nformat = "text"\ntrain = "{data}"\neval = 0.05\n'
             f'max_length = {args.seq}\n{method_table(method, LORA)}[objective]\nuse = "text"\n'
             f"[train]\nmax_steps = {args.steps}\nbatch_size = {args.batch}\nlog_every = 1\nseed = 1\n{threads}"
@@ -195,6 +200,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--gemm-sizes", default="2048,4096")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast runs ([train] precision)")
     parser.add_argument("--smoke", action="store_true", help="builtin:small-llama at tiny sizes: checks the code")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -218,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = load_average()
     gemm = {int(n): gemm_gflops(int(n), 3) for n in args.gemm_sizes.split(",")}
     peak = max(gemm.values())
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and not args.no_bf16
+    peak_bf16 = max(gemm_gflops(int(n), 3, "bfloat16") for n in args.gemm_sizes.split(",")) if bf16 else None
     model_path = resolve_model_path(ModelSection(name=args.model))
     shapes = matmul_shapes(model_path)
     per_token = flops_per_token(shapes, args.seq)
@@ -228,16 +236,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         data = work / "texts.jsonl"
         data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-        for method in ("full", "lora"):
-            recipe = work / f"{method}.toml"
-            recipe.write_text(recipe_text(args.model, data, method, args))
-            runs[method] = ftx_steady_run(recipe, work / f"run-{method}", args.warmup)
-            if runs[method]["tokens_per_step"] != args.batch * args.seq:
-                raise RuntimeError(f"{method}: {runs[method]['tokens_per_step']} tokens a step, expected "
+        for run in ("full", "lora", *(("full_bf16", "lora_bf16") if bf16 else ())):
+            method, _, precision = run.partition("_")
+            recipe = work / f"{run}.toml"
+            recipe.write_text(recipe_text(args.model, data, method, args, precision or "fp32"))
+            runs[run] = ftx_steady_run(recipe, work / f"run-{run}", args.warmup)
+            if runs[run]["tokens_per_step"] != args.batch * args.seq:
+                raise RuntimeError(f"{run}: {runs[run]['tokens_per_step']} tokens a step, expected "
                                    f"{args.batch * args.seq} (every position a real token)")
     plain = plain_step_profile(args.model, model_path, texts, args)
     tokens = args.batch * args.seq
-    gflops = {m: per_token[m] * tokens / runs[m]["seconds_per_step"] / 1e9 for m in runs}
+    gflops = {m: per_token[m.partition("_")[0]] * tokens / runs[m]["seconds_per_step"] / 1e9 for m in runs}
     plain_gflops = per_token["full"] * tokens / plain["plain_full_seconds_per_step"] / 1e9
     figures: dict[str, Any] = {
         "model": args.model, "smoke": args.smoke, "threads": threads, "batch": args.batch, "seq": args.seq,
@@ -251,6 +260,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plain_full_seconds_per_step": round(plain["plain_full_seconds_per_step"], 3),
         "plain_full_gflops": round(plain_gflops, 2), "plain_full_mfu": round(plain_gflops / peak, 4),
         "profiled_seconds_per_step": round(plain["profiled_seconds_per_step"], 3),
+        **({"gemm_peak_gflops_bf16": round(peak_bf16, 2),
+            **{f"{m}_bf16_{k}": v for m in ("full", "lora") for k, v in (
+                ("seconds_per_step", round(runs[f"{m}_bf16"]["seconds_per_step"], 3)),
+                ("gflops", round(gflops[f"{m}_bf16"], 2)), ("mfu", round(gflops[f"{m}_bf16"] / peak_bf16, 4)),
+                ("speedup_over_fp32", round(runs[m]["seconds_per_step"] / runs[f"{m}_bf16"]["seconds_per_step"], 3)))}}
+           if peak_bf16 else {}),
         "breakdown": plain["breakdown"], "breakdown_top_ops": plain["breakdown_top_ops"],
     }
     report(figures)
@@ -270,6 +285,13 @@ def report(f: dict[str, Any]) -> None:
         ("ftx LoRA MFU (actual FLOPs / peak)", f"{f['lora_mfu']:.3f}", "reported", ""),
         ("plain PyTorch full step: s/step, MFU", f"{f['plain_full_seconds_per_step']:.2f}, {f['plain_full_mfu']:.3f}",
          "", "same model and batch, no framework"),
+        *([("bf16 GEMM peak (GFLOP/s)", f"{f['gemm_peak_gflops_bf16']:.1f}", "", "the CPU's bf16 units"),
+           ("ftx full, precision = bf16: s/step, GFLOP/s, MFU vs bf16 peak",
+            f"{f['full_bf16_seconds_per_step']:.2f}, {f['full_bf16_gflops']:.1f}, {f['full_bf16_mfu']:.3f}", "",
+            f"{f['full_bf16_speedup_over_fp32']:.2f}x fp32"),
+           ("ftx LoRA, precision = bf16: s/step, GFLOP/s, MFU vs bf16 peak",
+            f"{f['lora_bf16_seconds_per_step']:.2f}, {f['lora_bf16_gflops']:.1f}, {f['lora_bf16_mfu']:.3f}", "",
+            f"{f['lora_bf16_speedup_over_fp32']:.2f}x fp32")] if "gemm_peak_gflops_bf16" in f else []),
     ])
     print("\nwhere a plain full step goes (own CPU time, torch.profiler over 2 steps):")
     for group, share in sorted(f["breakdown"].items(), key=lambda kv: -kv[1]):

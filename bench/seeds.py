@@ -27,6 +27,15 @@ def _figure(metrics: dict, when: str, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _forgetting(metrics: dict) -> dict:
+    """The forgetting check's verdict and general-text perplexity before/after (empty when it did not run)."""
+    check = metrics.get("forgetting") or {}
+    if "flagged" not in check:
+        return {}
+    return {"forgetting": check["flagged"], "general_ppl": [round(check["before_perplexity"], 2),
+                                                           round(check["after_perplexity"], 2)]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("recipes", nargs="+")
@@ -56,7 +65,7 @@ def main() -> int:
                     metrics = json.loads((out / "metrics.json").read_text())
                     run = {"seed": seed, "threads": threads, "seconds": round(seconds, 1),
                            "before": _figure(metrics, "before", args.metric), "after": _figure(metrics, "after", args.metric),
-                           "forgetting": metrics.get("forgetting", {}).get("flagged")}
+                           **_forgetting(metrics)}
                     runs.append(run)
                     print(json.dumps({"recipe": recipe, **run}), flush=True)
             afters = [r["after"] for r in runs if r.get("after") is not None]

@@ -1,21 +1,23 @@
 """B1 on the real model: ftx ÷ a plain TRL SFTTrainer script on SmolLM2-135M-Instruct, same data, one job.
 
-    python bench/sft_real.py [--steps 12] [--warmup 4] [--repeats 1] [--full] [--threads N] [--trl-bf16] [--smoke]
+    python bench/sft_real.py [--steps 12] [--warmup 4] [--repeats 1] [--full] [--threads N] [--fp32] [--smoke]
 
 LoRA r=16 on all linear layers (what users pick on this model on a CPU; --full adds full fine-tuning),
 alpaca rows from ../shared/data (real instructions of varied length), max_length 512, batch 8. Two figures:
 
 (i)  at TRL's defaults: ftx set to what the installed TRL's ``SFTConfig`` does by default (read at run
-     time: activation checkpointing on, no packing, its learning rate, optimizer, schedule, clipping) ÷
+     time: activation checkpointing on, no packing, bf16 autocast (its default, on a CPU too), its learning
+     rate, optimizer, schedule, clipping) ÷
      ``SFTTrainer`` at its defaults: seconds per step, goal >= 1.0.
 (ii) ftx's recommended settings (its own defaults with ``[data] packing = true``, no activation
-     checkpointing) ÷ TRL at its defaults, as useful (non-padding) tokens per second, goal >= 1.3.
+     checkpointing, ``[train] precision = "bf16"`` where the CPU has bf16 units) ÷ TRL at its defaults, as
+     useful (non-padding) tokens per second, goal >= 1.3.
 
 Both sides read the same training rows in the same order with the same sampler seed (42, both
 defaults), so they draw the same batches; the tokens per step of each side are reported as the check.
 What TRL is given beyond its defaults is the workload (max_steps, max_length, batch size), the clock
-(logging every 2 steps) and ``use_cpu=True``; and ``bf16=False``: on a CPU TRL's default turns on bf16
-autocast, which ftx does not do, so both sides train in fp32 unless --trl-bf16 keeps TRL's default.
+(logging every 2 steps) and ``use_cpu=True``. ``--fp32`` pins every side to fp32 instead (TRL's ``bf16=False``,
+ftx's ``precision = "fp32"``).
 Steps are timed as each logged step ends, leaving out the first ``--warmup``. Tokens: ftx's collators
 count each batch's real tokens; TRL logs its own ``num_tokens`` (the attention mask's sum).
 --smoke runs the same code on builtin:small-llama at tiny sizes. Merges into bench/results.json
@@ -79,7 +81,7 @@ def ftx_recipe(model: str, train: Path, evals: Path, method: str, args: argparse
     """ftx's recipe for the workload: at TRL's defaults when ``trl`` is given, else ftx's recommended settings."""
     threads = f"threads = {args.threads}\n" if args.threads else ""
     if trl is None:
-        data_extra, train_extra = "packing = true\n", ""
+        data_extra, train_extra = "packing = true\n", f'precision = "{recommended_precision(args)}"\n'
     else:
         if trl["warmup_steps"] >= 1 or trl["padding_free"]:
             raise RuntimeError(f"TRL's defaults changed (warmup_steps, padding_free): map them to ftx here: {trl}")
@@ -87,7 +89,8 @@ def ftx_recipe(model: str, train: Path, evals: Path, method: str, args: argparse
         train_extra = (f"lr = {trl['lr']}\noptimizer = \"{trl['optimizer']}\"\nscheduler = \"{trl['scheduler']}\"\n"
                        f"weight_decay = {trl['weight_decay']}\nmax_grad_norm = {trl['max_grad_norm']}\n"
                        f"warmup_ratio = {float(trl['warmup_steps'])}\nseed = {trl['seed']}\n"
-                       f"gradient_checkpointing = {str(trl['gradient_checkpointing']).lower()}\n")
+                       f"gradient_checkpointing = {str(trl['gradient_checkpointing']).lower()}\n"
+                       f'precision = "{"bf16" if trl_bf16(trl, args) else "fp32"}"\n')
     return (f'[model]\nname = "{model}"\n[data]\nformat = "alpaca"\ntrain = "{train}"\neval = "{evals}"\n'
             f'max_length = {args.max_length}\n{data_extra}{method_table(method, LORA)}[objective]\nuse = "sft"\n'
             f"[train]\nmax_steps = {args.steps}\nbatch_size = {args.batch}\nlog_every = {LOG_EVERY}\n"
@@ -95,8 +98,20 @@ def ftx_recipe(model: str, train: Path, evals: Path, method: str, args: argparse
             "[evaluation]\nforgetting = false\nsamples = 0\n")
 
 
+def trl_bf16(trl: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether TRL's side runs in bf16 autocast: its default, unless --fp32."""
+    return bool(trl["bf16"]) and not args.fp32
+
+
+def recommended_precision(args: argparse.Namespace) -> str:
+    """ftx's recommended precision here: bf16 autocast on a CPU with bf16 units (about 2x fp32), else fp32."""
+    import torch
+
+    return "bf16" if not args.fp32 and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 def run_trl(model_path: str, rows: list[dict[str, str]], method: str, args: argparse.Namespace,
-            workdir: Path) -> dict[str, float]:
+            workdir: Path, bf16: bool) -> dict[str, float]:
     """A plain TRL script: ``SFTTrainer`` at its defaults on the rows as prompt/completion conversations."""
     import torch
     from datasets import Dataset
@@ -121,7 +136,7 @@ def run_trl(model_path: str, rows: list[dict[str, str]], method: str, args: argp
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     config = SFTConfig(
         output_dir=str(workdir / f"trl-{time.time_ns()}"), max_steps=args.steps, max_length=args.max_length,
-        per_device_train_batch_size=args.batch, logging_steps=LOG_EVERY, use_cpu=True, bf16=args.trl_bf16,
+        per_device_train_batch_size=args.batch, logging_steps=LOG_EVERY, use_cpu=True, bf16=bf16,
         save_strategy="no", report_to="none", disable_tqdm=True,
     )
     peft_config = None
@@ -149,7 +164,7 @@ def measure(method: str, model: str, model_path: str, rows: list[dict[str, str]]
     for _ in range(args.repeats):
         runs = {name: ftx_steady_run(path, work / f"run-{time.time_ns()}", args.warmup)
                 for name, path in recipes.items()}
-        runs["trl_defaults"] = run_trl(model_path, rows, method, args, work)
+        runs["trl_defaults"] = run_trl(model_path, rows, method, args, work, trl_bf16(trl, args))
         for name, run in runs.items():
             if name not in best or run["seconds_per_step"] < best[name]["seconds_per_step"]:
                 best[name] = run
@@ -175,7 +190,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's own)")
     parser.add_argument("--full", action="store_true", help="also full fine-tuning (about 3x the time)")
-    parser.add_argument("--trl-bf16", action="store_true", help="keep TRL's bf16 autocast default on the CPU")
+    parser.add_argument("--fp32", action="store_true", help="every side in fp32 (TRL's default is bf16 autocast)")
     parser.add_argument("--smoke", action="store_true", help="builtin:small-llama at tiny sizes: checks the code")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -202,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "model": args.model, "smoke": args.smoke, "threads": torch.get_num_threads(), "steps": args.steps,
         "warmup": args.warmup, "repeats": args.repeats, "batch_size": args.batch, "max_length": args.max_length,
-        "rows": len(rows), "data": source, "lora": LORA, "trl_sftconfig_defaults": trl, "trl_bf16": args.trl_bf16,
+        "rows": len(rows), "data": source, "lora": LORA, "trl_sftconfig_defaults": trl, "trl_bf16": trl_bf16(trl, args),
+        "recommended_precision": recommended_precision(args),
         "load_average_at_start": load,
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,7 +244,7 @@ def report(f: dict[str, Any]) -> None:
         name = "LoRA r=16" if method == "lora" else "full"
         for side, label in (("trl_defaults", "TRL SFTTrainer, its defaults"),
                             ("ftx_trl_defaults", "ftx at TRL's defaults"),
-                            ("ftx_recommended", "ftx recommended (packing)")):
+                            ("ftx_recommended", f"ftx recommended (packing, {f['recommended_precision']})")):
             s = m[side]
             rows.append((f"{name}: {label}", f"{s['seconds_per_step']:.2f} s/step, {s['tokens_per_step']:.0f} tok/step",
                          "", f"{s['tokens_per_second']:.0f} tok/s"))
@@ -238,7 +254,7 @@ def report(f: dict[str, Any]) -> None:
         rows.append((f"{name}: ftx recommended / TRL defaults (useful tok/s)", f"{b:.3f}", ">= 1.3",
                      "yes" if b >= 1.3 else "NO"))
     smoke = " (SMOKE: does not count)" if f["smoke"] else ""
-    precision = "TRL in bf16 autocast, ftx in fp32" if f["trl_bf16"] else "fp32 both"
+    precision = "TRL's defaults in bf16 autocast" if f["trl_bf16"] else "TRL's defaults in fp32 (--fp32)"
     print_table(f"B1 on {f['model']}: {f['batch_size']} x <= {f['max_length']} tokens, {f['steps']} steps "
                 f"({f['warmup']} warm-up), {f['threads']} torch threads, {precision}{smoke}", rows)
 
