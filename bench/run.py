@@ -51,6 +51,9 @@ GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
     ("B7 MFU full fine-tuning (ftx GFLOP/s / GEMM peak GFLOP/s)", "B7_mfu", ("full_mfu",), ">= 0.5",
      lambda v: v >= 0.5),
     ("B7 MFU LoRA r=16 (ftx GFLOP/s / GEMM peak GFLOP/s)", "B7_mfu", ("lora_mfu",), "reported", None),
+    ("B7 full fine-tuning, precision = bf16: speed / fp32", "B7_mfu", ("full_bf16_speedup_over_fp32",), "reported",
+     None),
+    ("B7 MFU full, precision = bf16 (ftx GFLOP/s / bf16 GEMM peak)", "B7_mfu", ("full_bf16_mfu",), "reported", None),
     ("1-step ftx run / plain transformers script (median)", "startup", ("ftx_over_plain",), "<= 1.2",
      lambda v: v <= 1.2),
     ("B2 packed / unpacked useful tokens/s", "data", ("packed_over_unpacked",), ">= 1.5", lambda v: v >= 1.5),
@@ -71,13 +74,14 @@ GOALS: list[tuple[str, str, tuple[str, ...], str, Any]] = [
 ]
 
 
-def _mfu_shown(kind: str) -> Any:
-    return lambda s: (f"{s[kind + '_mfu']:.3f} ({s[kind + '_gflops']:.1f} / {s['gemm_peak_gflops']:.1f} GFLOP/s, "
+def _mfu_shown(kind: str, peak: str = "gemm_peak_gflops") -> Any:
+    return lambda s: (f"{s[kind + '_mfu']:.3f} ({s[kind + '_gflops']:.1f} / {s[peak]:.1f} GFLOP/s, "
                       f"{s['threads']} threads)")
 
 
 SHOWN: dict[tuple[str, str], Any] = {("B7_mfu", "full_mfu"): _mfu_shown("full"),
-                                     ("B7_mfu", "lora_mfu"): _mfu_shown("lora")}
+                                     ("B7_mfu", "lora_mfu"): _mfu_shown("lora"),
+                                     ("B7_mfu", "full_bf16_mfu"): _mfu_shown("full_bf16", "gemm_peak_gflops_bf16")}
 """Figures shown with more than the ratio, by (section, key): B7's MFU with ftx's GFLOP/s and the GEMM peak."""
 
 
